@@ -1,0 +1,439 @@
+"""Read one brain section from a TIFF, OME-TIFF or ImageJ hyperstack.
+
+A section comes back as a (C, Y, X) array in the file's own dtype, with its
+channel names and its pixel size in micrometres. Z-stacks are projected by
+maximum over Z. Every way a file can be unusable for counting (not a TIFF, a
+time series, no pixel size, a marker with no channel) raises
+:class:`SectionReadError` with a message that names the file and the fix, so
+the command line can print it as is and move on to the next section.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+__all__ = ["KNOWN_MARKERS", "Section", "SectionReadError", "read_section", "match_channels"]
+
+KNOWN_MARKERS = ("dcx", "neun", "dapi", "brdu", "edu")
+
+_PIXEL_SIZE_FIX = (
+    "Pass --pixel-size-um (e.g. --pixel-size-um 0.65) "
+    "or add a pixel_size_um column to the samplesheet."
+)
+
+# Length units as OME, ImageJ and people spell them, in micrometres. "pixel" and
+# "inch" are deliberately absent: ImageJ labels an uncalibrated image "pixel",
+# and "inch" comes from 72-dpi defaults, neither of which is a microscope scale.
+_UM_PER_UNIT = {
+    **dict.fromkeys(
+        ("um", "µm", "μm", "\\u00b5m", "micron", "microns", "micrometer", "micrometre"), 1.0
+    ),
+    **dict.fromkeys(("nm", "nanometer", "nanometre"), 1e-3),
+    **dict.fromkeys(("mm", "millimeter", "millimetre"), 1e3),
+    **dict.fromkeys(("cm", "centimeter", "centimetre"), 1e4),
+    **dict.fromkeys(("m", "meter", "metre"), 1e6),
+}
+
+# Baseline TIFF ResolutionUnit values that are lengths; tifffile also knows 4
+# (mm) and 5 (um). NONE (1) and INCH (2) are what scanners and image editors
+# write by default, so they say nothing about the microscope.
+_UM_PER_RESUNIT = {3: 1e4, 4: 1e3, 5: 1.0}
+
+# Fraction by which two pixel sizes may differ and still count as the same.
+_PIXEL_SIZE_RTOL = 0.01
+
+
+class SectionReadError(ValueError):
+    """Raised for an unreadable section; the message names the file and how to fix it."""
+
+
+@dataclass(frozen=True, eq=False)
+class Section:
+    """One section as read from disk.
+
+    Attributes
+    ----------
+    path : Path
+        The file the section was read from, as given.
+    data : numpy.ndarray
+        Image of shape (C, Y, X) in the file's dtype (uint8, uint16, float32, ...).
+    channel_names : tuple of str
+        One name per channel, from the file's metadata, else ``"red"``,
+        ``"green"``, ``"blue"`` for RGB, else ``"C0"``, ``"C1"``, ...
+    pixel_size_um : float
+        Edge length of a (square) pixel in micrometres.
+    pixel_size_source : str
+        Where the pixel size came from: ``"ome"``, ``"imagej"``,
+        ``"tiff-resolution"`` or ``"override"``.
+    projection : str
+        ``"none"``, or how a z-stack was flattened, e.g. ``"max of 12 z-planes"``.
+    """
+
+    # eq=False: comparing or hashing sections field by field would compare
+    # whole arrays, which numpy refuses to turn into one bool.
+    path: Path
+    data: np.ndarray
+    channel_names: tuple[str, ...]
+    pixel_size_um: float
+    pixel_size_source: str
+    projection: str
+
+
+def read_section(path: str | PathLike[str], *, pixel_size_um: float | None = None) -> Section:
+    """Read the first image series of a TIFF file as one section.
+
+    Parameters
+    ----------
+    path : str or path-like
+        TIFF, OME-TIFF or ImageJ hyperstack. Supported axes are YX, CYX, YXS
+        (RGB), ZYX and ZCYX; singleton axes (e.g. T=1) are ignored and S
+        (samples) are treated as channels.
+    pixel_size_um : float, optional
+        Pixel size in micrometres that replaces whatever the file says.
+
+    Returns
+    -------
+    Section
+        The image as (C, Y, X), z-stacks projected by maximum over Z.
+
+    Raises
+    ------
+    SectionReadError
+        If the file cannot be opened as a TIFF, is empty, is a time series or
+        has axes that are neither channels nor z-planes, has no pixel size (and
+        none is passed), has contradictory pixel sizes, or if `pixel_size_um`
+        is not a positive number.
+    """
+    path = Path(path)
+    if pixel_size_um is not None and not (
+        math.isfinite(pixel_size_um) and pixel_size_um > 0
+    ):
+        raise SectionReadError(
+            f"{path}: pixel size override must be a positive number of micrometres, "
+            f"got {pixel_size_um!r}."
+        )
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise SectionReadError(f"{path}: the TIFF file holds no image.")
+            series = tif.series[0]
+            axes = series.get_axes(squeeze=False)
+            shape = tuple(series.get_shape(squeeze=False))
+            if 0 in shape:
+                raise SectionReadError(f"{path}: the image is empty (shape {shape}).")
+            _check_axes(path, series.axes, tuple(series.shape))
+            ome = _parse_ome(tif.ome_metadata) if tif.is_ome else None
+            imagej = tif.imagej_metadata if tif.is_imagej else None
+            is_rgb = series.keyframe.photometric == tifffile.PHOTOMETRIC.RGB
+            # Settle the pixel size before decoding pixels, so a study of large
+            # stacks with no calibration fails fast.
+            if pixel_size_um is None:
+                size_um, source = _file_pixel_size(path, ome, imagej, series.keyframe)
+            else:
+                size_um, source = float(pixel_size_um), "override"
+            data = series.asarray().reshape(shape)
+    except SectionReadError:
+        raise
+    except Exception as exc:
+        # tifffile and its codecs raise many types on corrupt or odd files
+        # (OSError, ValueError, KeyError, struct.error, ...); the user needs
+        # the file name and the reason, not a traceback into tifffile.
+        raise SectionReadError(
+            f"{path}: cannot read as TIFF ({type(exc).__name__}: {exc})."
+        ) from exc
+
+    data = _to_zcsyx(data, axes)
+    n_z, n_c, n_s = data.shape[:3]
+    projection = "none"
+    if n_z > 1:
+        data = data.max(axis=0)
+        projection = f"max of {n_z} z-planes"
+    else:
+        data = data[0]
+    data = np.ascontiguousarray(data.reshape(n_c * n_s, *data.shape[-2:]))
+    names = _channel_names(ome, imagej, n_c=n_c, n_s=n_s, is_rgb=is_rgb)
+    return Section(
+        path=path,
+        data=data,
+        channel_names=names,
+        pixel_size_um=size_um,
+        pixel_size_source=source,
+        projection=projection,
+    )
+
+
+def match_channels(
+    section: Section,
+    *,
+    markers: Sequence[str],
+    overrides: Mapping[str, str | int] | None = None,
+) -> dict[str, int]:
+    """Find the channel index of each marker.
+
+    Parameters
+    ----------
+    section : Section
+        A section from :func:`read_section`.
+    markers : sequence of str
+        Marker names such as ``"dcx"`` or ``"neun"``; custom names are allowed.
+    overrides : mapping of str to str or int, optional
+        Marker to channel index (an int or a string of digits) or channel name,
+        as given by ``--channel MARKER=INDEX_OR_NAME``. Overrides for markers
+        not in `markers` are ignored, so one set of flags can serve sections
+        that are counted for different markers.
+
+    Returns
+    -------
+    dict of str to int
+        Marker to channel index, in the order of `markers`.
+
+    Raises
+    ------
+    SectionReadError
+        If a marker has no channel, matches several channels, an override
+        names no channel of the section, or two markers share a channel.
+
+    Notes
+    -----
+    Names match case-insensitively and ignoring anything but letters and
+    digits, so "NeuN", "NEUN " and "Neu-N" all match ``neun``.
+    """
+    overrides = dict(overrides or {})
+    names = section.channel_names
+    found: dict[str, int] = {}
+    for marker in markers:
+        if marker in overrides:
+            index = _resolve_override(section, marker, overrides[marker])
+        else:
+            hits = _matching_channels(names, marker)
+            if not hits:
+                raise SectionReadError(
+                    f"{section.path}: no channel for marker {marker!r}; channels are "
+                    f"{list(names)}. Name it with --channel {marker}=INDEX_OR_NAME."
+                )
+            if len(hits) > 1:
+                raise SectionReadError(
+                    f"{section.path}: marker {marker!r} matches channels {hits} of "
+                    f"{list(names)}. Name it with --channel {marker}=INDEX_OR_NAME."
+                )
+            index = hits[0]
+        for other, other_index in found.items():
+            if other_index == index:
+                raise SectionReadError(
+                    f"{section.path}: markers {other!r} and {marker!r} both resolve to "
+                    f"channel {index} ({names[index]!r}); channels are {list(names)}. "
+                    f"Name them with --channel MARKER=INDEX_OR_NAME."
+                )
+        found[marker] = index
+    return found
+
+
+def _check_axes(path: Path, axes: str, shape: tuple[int, ...]) -> None:
+    """Refuse axes other than channels and z-planes; tifffile has squeezed singletons."""
+    for axis, size in zip(axes, shape):
+        if size == 1 or axis in "ZCSYX":
+            continue
+        if axis == "T":
+            raise SectionReadError(
+                f"{path}: a time series (axes {axes}, shape {shape}, T={size}) is not "
+                "one section. Save each time point as its own file."
+            )
+        raise SectionReadError(
+            f"{path}: cannot tell what axis {axis!r} of size {size} is (axes {axes}, "
+            f"shape {shape}); only channels (C, S) and z-planes (Z) are supported. "
+            "Save the section as OME-TIFF or an ImageJ hyperstack with axes such as "
+            "CYX or ZCYX."
+        )
+
+
+def _to_zcsyx(data: np.ndarray, axes: str) -> np.ndarray:
+    """Drop singleton axes and order the rest as (Z, C, S, Y, X)."""
+    # Y and X stay even at size 1, so a one-row image keeps two dimensions.
+    keep = [i for i, (a, n) in enumerate(zip(axes, data.shape)) if n != 1 or a in "YX"]
+    data = data.reshape([data.shape[i] for i in keep])
+    axes = "".join(axes[i] for i in keep)
+    for axis in "ZCS":
+        if axis not in axes:
+            data = data[np.newaxis]
+            axes = axis + axes
+    return data.transpose([axes.index(a) for a in "ZCSYX"])
+
+
+def _parse_ome(xml: str | None) -> ET.Element | None:
+    """Return the first image's ``Pixels`` element, or None if there is none."""
+    if not xml:
+        return None
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        # A broken OME header should not lose the image: fall back to the
+        # ImageJ/TIFF tags as if the file were a plain TIFF.
+        return None
+    # Match on the local name because the namespace changes with each OME
+    # schema version (2013-06, 2015-01, 2016-06, ...).
+    for element in root.iter():
+        if _local_name(element.tag) == "Pixels":
+            return element
+    return None
+
+
+def _local_name(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def _channel_names(
+    ome: ET.Element | None,
+    imagej: dict | None,
+    *,
+    n_c: int,
+    n_s: int,
+    is_rgb: bool,
+) -> tuple[str, ...]:
+    n_channels = n_c * n_s
+    stored: list[str] = []
+    if ome is not None:
+        stored = [
+            (ch.get("Name") or "").strip()
+            for ch in ome
+            if _local_name(ch.tag) == "Channel"
+        ]
+        # An RGB OME image has one Channel element with SamplesPerPixel=3,
+        # whose single name cannot label three channels.
+        if len(stored) != n_channels:
+            stored = []
+    elif imagej is not None and n_s == 1:
+        labels = imagej.get("Labels") or []
+        # ImageJ labels every plane in CZT order with C fastest, so the first
+        # n_c labels are the channels of the first z-plane.
+        if len(labels) >= n_c:
+            stored = [(label or "").strip() for label in labels[:n_c]]
+    if is_rgb and n_c == 1 and n_s in (3, 4):
+        defaults = ["red", "green", "blue", "alpha"][:n_s]
+    else:
+        defaults = [f"C{i}" for i in range(n_channels)]
+    if not stored:
+        return tuple(defaults)
+    return tuple(name or default for name, default in zip(stored, defaults))
+
+
+def _file_pixel_size(
+    path: Path,
+    ome: ET.Element | None,
+    imagej: dict | None,
+    page: tifffile.TiffPage | tifffile.TiffFrame,
+) -> tuple[float, str]:
+    ome_xy = _ome_pixel_size(ome)
+    tag_xy, tag_source = _tag_pixel_size(imagej, page)
+    for xy, what in ((ome_xy, "OME PhysicalSizeX/PhysicalSizeY"), (tag_xy, "resolution tags")):
+        if xy is not None and not math.isclose(*xy, rel_tol=_PIXEL_SIZE_RTOL):
+            raise SectionReadError(
+                f"{path}: contradictory pixel size: {what} give {xy[0]:g} um in X "
+                f"but {xy[1]:g} um in Y. {_PIXEL_SIZE_FIX}"
+            )
+    if ome_xy is not None and tag_xy is not None:
+        if not math.isclose(ome_xy[0], tag_xy[0], rel_tol=_PIXEL_SIZE_RTOL):
+            raise SectionReadError(
+                f"{path}: contradictory pixel size: OME PhysicalSizeX is {ome_xy[0]:g} um "
+                f"but the TIFF resolution tags give {tag_xy[0]:g} um. {_PIXEL_SIZE_FIX}"
+            )
+    if ome_xy is not None:
+        return ome_xy[0], "ome"
+    if tag_xy is not None:
+        return tag_xy[0], tag_source
+    raise SectionReadError(
+        f"{path}: no pixel size found (no OME PhysicalSizeX, no ImageJ/TIFF resolution "
+        f"in a length unit). {_PIXEL_SIZE_FIX}"
+    )
+
+
+def _um_per_unit(unit: object) -> float | None:
+    if not isinstance(unit, str):
+        return None
+    return _UM_PER_UNIT.get(unit.strip().lower())
+
+
+def _ome_pixel_size(pixels: ET.Element | None) -> tuple[float, float] | None:
+    if pixels is None:
+        return None
+    sizes = []
+    for axis in "XY":
+        value = pixels.get(f"PhysicalSize{axis}")
+        # OME's default unit is the micrometre.
+        factor = _um_per_unit(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
+        try:
+            size = float(value) * factor if value is not None and factor else None
+        except ValueError:
+            size = None
+        sizes.append(size if size is not None and size > 0 else None)
+    x, y = sizes
+    if x is None and y is None:
+        return None
+    # One given axis is taken to mean square pixels.
+    return (x or y, y or x)
+
+
+def _tag_pixel_size(
+    imagej: dict | None, page: tifffile.TiffPage | tifffile.TiffFrame
+) -> tuple[tuple[float, float] | None, str]:
+    if imagej is not None and "unit" in imagej:
+        factor, source = _um_per_unit(imagej["unit"]), "imagej"
+    else:
+        factor, source = _UM_PER_RESUNIT.get(int(page.resolutionunit)), "tiff-resolution"
+    if factor is None:
+        return None, source
+    sizes = []
+    for name in ("XResolution", "YResolution"):
+        tag = page.tags.get(name)
+        if tag is None:
+            return None, source
+        numerator, denominator = tag.value
+        # The tags count pixels per unit, so the pixel size is their inverse.
+        if numerator <= 0 or denominator <= 0:
+            return None, source
+        sizes.append(denominator / numerator * factor)
+    return (sizes[0], sizes[1]), source
+
+
+def _matching_channels(names: Sequence[str], wanted: str) -> list[int]:
+    key = _name_key(wanted)
+    return [i for i, name in enumerate(names) if key and _name_key(name) == key]
+
+
+def _name_key(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.casefold())
+
+
+def _resolve_override(section: Section, marker: str, value: str | int) -> int:
+    names = section.channel_names
+    where = f"{section.path}: --channel {marker}={value}"
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise SectionReadError(f"{where}: expected a channel index or name.")
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
+        value = int(value.strip())
+    if isinstance(value, int):
+        if not 0 <= value < len(names):
+            raise SectionReadError(
+                f"{where}: no channel {value}; the file has {len(names)} channels "
+                f"{list(names)} (indices 0 to {len(names) - 1})."
+            )
+        return value
+    # An exact name wins over a loose match, so "DAPI" still works on a file
+    # that also has a channel called "dapi ".
+    exact = [i for i, name in enumerate(names) if name == value]
+    hits = exact or _matching_channels(names, value)
+    if len(hits) != 1:
+        problem = "no channel named" if not hits else "several channels named"
+        raise SectionReadError(
+            f"{where}: {problem} {value!r} for marker {marker!r}; channels are "
+            f"{list(names)}. Use an index instead, e.g. --channel {marker}=0."
+        )
+    return hits[0]

@@ -1,0 +1,465 @@
+"""Samplesheet, per-animal tables and per-animal estimates.
+
+A study is sections nested in animals nested in groups, and the animal is the
+statistical unit: a per-section n must never stand in for the per-animal n.
+This module reads the samplesheet (the list of sections to count) and folds the
+per-section results back into one row per animal, with the estimates reviewers
+ask for (estimated totals, CE, Cavalieri volume) next to densities.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "SamplesheetError",
+    "STAGES",
+    "read_samplesheet",
+    "animals_table",
+    "gundersen_jensen_ce",
+]
+
+STAGES = ("A", "B", "C", "D", "E", "F")
+"""DCX maturation stages (Pluempe et al. 2006), from least to most mature."""
+
+_REQUIRED = ("path", "animal")
+
+# Settings a row may override: (value check, the rule in words, stored dtype).
+_OVERRIDES: dict[str, tuple[Callable[[float], bool], str, str]] = {
+    "pixel_size_um": (lambda v: v > 0, "a number > 0", "float64"),
+    "section_interval": (lambda v: v >= 1 and v.is_integer(), "a whole number >= 1", "Int64"),
+    "hemispheres": (lambda v: v in (1, 2), "1 or 2", "Int64"),
+    "thickness_um": (lambda v: v > 0, "a number > 0", "float64"),
+}
+
+# Settings that describe the animal's sampling, not one section: all of an
+# animal's rows must agree or its estimate has no single meaning.
+_PER_ANIMAL = ("group", "section_interval", "hemispheres", "thickness_um")
+
+_KNOWN = {"row", *_REQUIRED, "group", "section", *_OVERRIDES}
+
+_STAGE_COLUMNS = tuple(f"stage_{stage}" for stage in STAGES)
+
+_SECTION_COLUMNS = (
+    "animal",
+    "group",
+    "section",
+    "status",
+    "dcx_count",
+    "neun_count",
+    "dcx_neun_count",
+    "gcl_area_mm2",
+    *_STAGE_COLUMNS,
+)
+
+# Gundersen et al. 1999: alpha(m) for smoothness class m of the measurement function.
+_ALPHA = {0: 1 / 12, 1: 1 / 240}
+
+
+class SamplesheetError(ValueError):
+    """A samplesheet that cannot be counted.
+
+    The message names the sheet file and, for problems in a row, the row
+    number a spreadsheet program shows for it (the header is row 1). Every
+    problem found is listed, one per line, so one run shows them all.
+    """
+
+
+def read_samplesheet(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read and check a study's samplesheet.
+
+    Parameters
+    ----------
+    path
+        CSV file (comma-, semicolon- or tab-separated), one row per section
+        image. Required columns: ``path`` (relative to the sheet's folder, or
+        absolute) and ``animal``. Optional: ``group``; ``section`` (position
+        along the rostro-caudal axis, any number); per-row overrides
+        ``pixel_size_um``, ``section_interval``, ``hemispheres``,
+        ``thickness_um``; ``channel_<marker>`` (channel index or name for that
+        marker). Known column names are matched case-insensitively. Other
+        columns are kept as text.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per sheet row, columns ``row`` (the sheet's row number, for
+        messages), ``path`` (absolute, as ``str``), ``animal``, ``group``
+        (``str``; ``""`` when absent), ``section`` (integers when all are
+        whole; when the column is absent, 1..n within each animal in file
+        order), ``pixel_size_um``, ``section_interval``, ``hemispheres``,
+        ``thickness_um`` (always present; missing where the row does not
+        override the run's setting), then ``channel_*`` columns (text, ``""``
+        where not set) and any other columns.
+
+    Raises
+    ------
+    SamplesheetError
+        When the file is missing, a required column is missing, ``path`` or
+        ``animal`` is empty, a (animal, section) pair repeats, a value breaks
+        its column's rule, or rows of one animal disagree on ``group``,
+        ``section_interval``, ``hemispheres`` or ``thickness_um``.
+
+    Notes
+    -----
+    A ``path`` that does not exist is not an error here: the pipeline reports
+    it for that section, so one bad file never stops a batch.
+    """
+    sheet = Path(os.path.abspath(os.fspath(path)))
+    if not sheet.is_file():
+        raise SamplesheetError(f"{sheet}: samplesheet not found")
+    table = _read_cells(sheet)
+    missing = [column for column in _REQUIRED if column not in table.columns]
+    if missing:
+        has = [column for column in table.columns if column != "row"]
+        raise SamplesheetError(
+            f"{sheet}: missing required column(s) {missing}; the sheet has columns {has}"
+        )
+    if table.empty:
+        raise SamplesheetError(f"{sheet}: no rows below the header")
+
+    problems: list[tuple[int, str]] = []
+    for column in _REQUIRED:
+        for row in table.loc[table[column] == "", "row"]:
+            problems.append((row, f"{column} is empty"))
+    table["path"] = [
+        _resolve(text, folder=sheet.parent) if text else "" for text in table["path"]
+    ]
+    if "group" not in table.columns:
+        table["group"] = ""
+    table["section"] = _sections(table, problems)
+    for column, (is_valid, rule, dtype) in _OVERRIDES.items():
+        if column not in table.columns:
+            table[column] = ""  # no row overrides the run's setting
+        numbers = _numbers(table, column, problems, is_valid=is_valid, rule=rule)
+        table[column] = numbers.astype(dtype)
+    _check_unique_sections(table, problems)
+    for column in _PER_ANIMAL:
+        _check_animal_agrees(table, column, problems)
+    if problems:
+        raise SamplesheetError(
+            "\n".join(f"{sheet}, row {row}: {what}" for row, what in sorted(problems))
+        )
+
+    first = ["row", "path", "animal", "group", "section", *_OVERRIDES]
+    channels = [column for column in table.columns if column.startswith("channel_")]
+    rest = [column for column in table.columns if column not in first and column not in channels]
+    return table[first + channels + rest]
+
+
+def animals_table(
+    sections: pd.DataFrame,
+    *,
+    section_interval: int,
+    hemispheres: int,
+    thickness_um: float | None = None,
+    smoothness_m: int = 1,
+) -> pd.DataFrame:
+    """Fold per-section results into one row per animal, with estimates.
+
+    Parameters
+    ----------
+    sections
+        Per-section table, one row per samplesheet row, with at least
+        ``animal, group, section, status, dcx_count, neun_count,
+        dcx_neun_count, gcl_area_mm2, stage_A ... stage_F``. Every
+        ``*_count`` column is summed (e.g. ``brdu_count``). Optional per-row
+        ``section_interval``, ``hemispheres``, ``thickness_um`` columns
+        override the keyword settings where set.
+    section_interval
+        Every k-th section was stained and counted (k >= 1).
+    hemispheres
+        Hemispheres counted per section: 1 or 2.
+    thickness_um
+        Section thickness in micrometres, for the Cavalieri volume; ``None``
+        when unknown.
+    smoothness_m
+        Smoothness class passed to :func:`gundersen_jensen_ce` (0 or 1).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per animal, in first-appearance order, columns:
+
+        - ``animal, group``
+        - ``n_sections`` (sections with ``status == "ok"``; only these are
+          counted), ``n_failed`` (the others)
+        - every ``*_count`` column and ``stage_A ... stage_F``: sums over the
+          ok sections, nullable ``Int64`` when the counts are whole. A sum is
+          missing when the animal has no ok section or one of its ok sections
+          lacks that count, since a partial sum would read as a real total.
+        - ``maturation_index`` = (stage_E + stage_F) / dcx_count
+        - ``pct_dcx_neun`` = 100 * dcx_neun_count / dcx_count
+        - ``gcl_area_mm2`` (sum), ``dcx_per_mm2_gcl`` = dcx_count / gcl_area_mm2
+        - ``section_interval, hemispheres, thickness_um``: the settings used
+        - ``estimated_total_<name>`` for each ``<name>_count`` (e.g.
+          ``estimated_total_dcx``, ``estimated_total_neun``) = count x
+          section_interval x (2 if hemispheres == 1 else 1). This is the
+          field-default *uncorrected profile-count* estimate of the total per
+          animal (both dentate gyri): it has no Abercrombie or optical-
+          fractionator correction, so objects cut by two sections may be
+          counted twice. Failed sections are not replaced, so an animal with
+          ``n_failed > 0`` is underestimated.
+        - ``ce_dcx``: Gundersen-Jensen coefficient of error of the DCX
+          estimate from the ok sections' counts ordered by ``section``; NaN
+          with fewer than 3 sections.
+        - ``gcl_volume_mm3`` (Cavalieri) = summed GCL area x thickness (mm) x
+          section_interval x (2 if hemispheres == 1 else 1); NaN when the
+          thickness is unknown.
+
+        Ratios with a zero or missing denominator are NaN.
+
+    Raises
+    ------
+    ValueError
+        When a required column is missing, a setting is out of range, or the
+        rows of one animal disagree on ``group`` or a sampling setting.
+    """
+    missing = [column for column in _SECTION_COLUMNS if column not in sections.columns]
+    if missing:
+        raise ValueError(f"sections table lacks column(s) {missing}")
+    defaults = {
+        "group": "",
+        "section_interval": section_interval,
+        "hemispheres": hemispheres,
+        "thickness_um": thickness_um,
+    }
+    animals = pd.Index(sections["animal"].unique(), name="animal")
+    table = pd.DataFrame(
+        {column: _per_animal(sections, column, default=defaults[column]) for column in _PER_ANIMAL}
+    ).reindex(animals)
+
+    ok = sections[sections["status"].eq("ok")]
+    counts = [column for column in sections.columns if str(column).endswith("_count")]
+    summed = [*counts, *_STAGE_COLUMNS]
+    totals = ok.groupby("animal", sort=False)[[*summed, "gcl_area_mm2"]].sum()
+    # groupby sums skip missing values; a partial sum would pose as a total.
+    incomplete = ok[[*summed, "gcl_area_mm2"]].isna().groupby(ok["animal"], sort=False).any()
+    totals = totals.mask(incomplete).reindex(animals)
+
+    # Settings always resolve (the keywords are the fallback), so plain ints suffice.
+    table = table.astype({"section_interval": "int64", "hemispheres": "int64"})
+    table["n_sections"] = ok.groupby("animal", sort=False).size().reindex(animals, fill_value=0)
+    table["n_failed"] = sections.groupby("animal", sort=False).size() - table["n_sections"]
+    for column in summed:
+        table[column] = _whole_if_possible(totals[column])
+    table["maturation_index"] = _ratio(table["stage_E"] + table["stage_F"], table["dcx_count"])
+    table["pct_dcx_neun"] = 100 * _ratio(table["dcx_neun_count"], table["dcx_count"])
+    table["gcl_area_mm2"] = totals["gcl_area_mm2"].astype("float64")
+    table["dcx_per_mm2_gcl"] = _ratio(table["dcx_count"], table["gcl_area_mm2"])
+
+    # One hemisphere counted stands for both dentate gyri.
+    represented = table["section_interval"] * table["hemispheres"].map({1: 2, 2: 1})
+    for column in counts:
+        table[f"estimated_total_{column.removesuffix('_count')}"] = table[column] * represented
+    ordered = ok.sort_values("section", kind="stable").groupby("animal", sort=False)["dcx_count"]
+    table["ce_dcx"] = ordered.agg(
+        lambda dcx: gundersen_jensen_ce(dcx.to_numpy(dtype="float64"), smoothness_m=smoothness_m)
+    ).reindex(animals).astype("float64")
+    table["gcl_volume_mm3"] = (
+        table["gcl_area_mm2"] * table["thickness_um"].astype("float64") / 1000 * represented
+    )
+
+    first = ["group", "n_sections", "n_failed", *summed, "maturation_index", "pct_dcx_neun",
+             "gcl_area_mm2", "dcx_per_mm2_gcl", "section_interval", "hemispheres", "thickness_um"]
+    return table[first + [c for c in table.columns if c not in first]].reset_index()
+
+
+def gundersen_jensen_ce(counts: Sequence[float], *, smoothness_m: int = 1) -> float:
+    """Coefficient of error of a total estimated from systematic sections.
+
+    The estimator of Gundersen & Jensen (1987, J Microsc 147:229-263) in the
+    form of Gundersen, Jensen, Kieu & Nielsen (1999, J Microsc 193:199-211),
+    for counts Q_1..Q_n from a systematic uniformly random series of sections::
+
+        A = sum Q_i^2,  B = sum Q_i Q_(i+1),  C = sum Q_i Q_(i+2)
+        noise    = sum Q_i                                  (Poisson counting noise)
+        VAR_SURS = alpha(m) * (3 (A - noise) - 4 B + C),    alpha(0) = 1/12, alpha(1) = 1/240
+        CE       = sqrt(noise + VAR_SURS) / sum Q_i
+
+    The noise is taken out of A because each Q_i^2 carries it once, and
+    added back once as its own variance term. A negative VAR_SURS (possible
+    for smooth, noisy series) is set to 0.
+
+    Parameters
+    ----------
+    counts
+        Per-section counts in section order (order matters).
+    smoothness_m
+        Smoothness class of the measurement function along the axis: 0 for
+        irregular, 1 for smooth (the usual choice for regions such as the
+        dentate gyrus).
+
+    Returns
+    -------
+    float
+        The CE, or NaN with fewer than 3 sections, a zero total, or a
+        missing count.
+    """
+    if smoothness_m not in _ALPHA:
+        raise ValueError(f"smoothness_m must be one of {sorted(_ALPHA)}, got {smoothness_m!r}")
+    q = np.asarray(counts, dtype="float64")
+    if q.ndim != 1:
+        raise ValueError(f"counts must be one-dimensional, got shape {q.shape}")
+    if np.any(q < 0):
+        raise ValueError("counts must not be negative")
+    total = q.sum()
+    if q.size < 3 or not np.isfinite(total) or total == 0:
+        return math.nan
+    a, b, c = q @ q, q[:-1] @ q[1:], q[:-2] @ q[2:]
+    noise = total
+    var_surs = max(0.0, _ALPHA[smoothness_m] * (3 * (a - noise) - 4 * b + c))
+    return math.sqrt(noise + var_surs) / total
+
+
+def _read_cells(sheet: Path) -> pd.DataFrame:
+    """All cells as stripped text, plus the ``row`` each came from."""
+    text = sheet.read_text(encoding="utf-8-sig")  # Excel writes a BOM
+    header_line = next((line for line in text.splitlines() if line.strip()), "")
+    try:
+        # Spreadsheets in many locales save ';' or tab separated "CSV".
+        delimiter = csv.Sniffer().sniff(header_line, delimiters=",;\t").delimiter
+    except csv.Error:
+        delimiter = ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header: list[str] | None = None
+    rows, records = [], []
+    for cells in reader:
+        cells = [cell.strip() for cell in cells]
+        if not any(cells):
+            continue
+        if header is None:
+            header = [_column_name(cell) for cell in cells]
+            continue
+        # Pad short rows; cells beyond the header are caught below.
+        records.append(cells + [""] * (len(header) - len(cells)))
+        rows.append(reader.line_num)
+    header = header or []
+    repeated = sorted({name for name in header if name and header.count(name) > 1})
+    problems = [f"column {name!r} appears twice" for name in repeated]
+    if "row" in header:
+        problems.append("column 'row' is reserved for the row number; rename it")
+    problems += [
+        f"row {row}: a value in a column without a name in the header"
+        for row, cells in zip(rows, records)
+        if any(cell for i, cell in enumerate(cells) if i >= len(header) or not header[i])
+    ]
+    if problems:
+        raise SamplesheetError("\n".join(f"{sheet}: {what}" for what in problems))
+    keep = [i for i, name in enumerate(header) if name]
+    table = pd.DataFrame(
+        [[cells[i] for i in keep] for cells in records],
+        columns=[header[i] for i in keep],
+        dtype=str,
+    )
+    table.insert(0, "row", pd.Series(rows, dtype="int64"))
+    return table
+
+
+def _column_name(cell: str) -> str:
+    lower = cell.lower()
+    return lower if lower in _KNOWN or lower.startswith("channel_") else cell
+
+
+def _resolve(text: str, *, folder: Path) -> str:
+    path = Path(text).expanduser()
+    return os.path.abspath(path if path.is_absolute() else folder / path)
+
+
+def _numbers(
+    table: pd.DataFrame,
+    column: str,
+    problems: list[tuple[int, str]],
+    *,
+    is_valid: Callable[[float], bool],
+    rule: str,
+) -> pd.Series:
+    """Parse a text column; empty cells become missing, bad cells problems."""
+    values = []
+    for row, text in zip(table["row"], table[column]):
+        try:
+            value = float(text) if text else math.nan
+        except ValueError:
+            value = math.inf  # fails the finiteness test below
+        if text and not (math.isfinite(value) and is_valid(value)):
+            problems.append((row, f"{column} is {text!r}; expected {rule}"))
+            value = math.nan
+        values.append(value)
+    return pd.Series(values, index=table.index, dtype="float64")
+
+
+def _sections(table: pd.DataFrame, problems: list[tuple[int, str]]) -> pd.Series:
+    if "section" not in table.columns:
+        return table.groupby("animal", sort=False).cumcount().add(1).astype("Int64")
+    for row in table.loc[table["section"] == "", "row"]:
+        problems.append((row, "section is empty; fill every row or leave the column out"))
+    numbers = _numbers(table, "section", problems, is_valid=lambda v: True, rule="a number")
+    return _whole_if_possible(numbers)
+
+
+def _check_unique_sections(table: pd.DataFrame, problems: list[tuple[int, str]]) -> None:
+    first_row: dict[tuple[str, float], int] = {}
+    for row, animal, section in zip(table["row"], table["animal"], table["section"]):
+        if animal == "" or pd.isna(section):
+            continue  # already reported
+        key = (animal, section)
+        if key in first_row:
+            problems.append(
+                (row, f"animal {animal!r} section {section} repeats row {first_row[key]}")
+            )
+        first_row.setdefault(key, row)
+
+
+def _check_animal_agrees(table: pd.DataFrame, column: str, problems: list[tuple[int, str]]) -> None:
+    first: dict[str, tuple[int, object]] = {}
+    for row, animal, value in zip(table["row"], table["animal"], table[column]):
+        if pd.isna(value):
+            continue  # the run's setting applies; animals_table checks the mix
+        if animal not in first:
+            first[animal] = (row, value)
+        elif value != first[animal][1]:
+            first_row, first_value = first[animal]
+            problems.append(
+                (row, f"{column} {value!r} differs from {first_value!r} on row {first_row} "
+                      f"for animal {animal!r}; an animal has one {column}")
+            )
+
+
+def _per_animal(sections: pd.DataFrame, column: str, *, default: object) -> pd.Series:
+    """The one value each animal's rows give ``column``, rows' blanks taking ``default``."""
+    if column in sections.columns:
+        values = sections[column] if default is None else sections[column].fillna(default)
+    else:
+        values = pd.Series(math.nan if default is None else default, index=sections.index)
+    by_animal = values.groupby(sections["animal"], sort=False)
+    disagree = by_animal.nunique(dropna=False).loc[lambda n: n > 1]
+    if len(disagree):
+        raise ValueError(f"rows of animal(s) {list(disagree.index)} disagree on {column}")
+    chosen = by_animal.first()
+    if column in _OVERRIDES:
+        is_valid, rule, dtype = _OVERRIDES[column]
+        bad = chosen[chosen.notna() & ~chosen.astype("float64").map(is_valid)]
+        if len(bad):
+            raise ValueError(f"{column} must be {rule}; got {dict(bad)}")
+        chosen = chosen.astype(dtype)
+    return chosen
+
+
+def _whole_if_possible(values: pd.Series) -> pd.Series:
+    """Whole numbers as nullable integers, anything else as floats."""
+    floats = values.astype("float64")
+    known = floats.dropna()
+    return floats.astype("Int64") if (known == known.round()).all() else floats
+
+
+def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
+    denominator = denominator.astype("float64")
+    return numerator.astype("float64") / denominator.where(denominator != 0)

@@ -1,0 +1,207 @@
+"""The command line as a user runs it: real files in, tables out, errors named."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from dcxcount.cli import main
+from dcxcount.metrics import match_centroids
+from dcxcount.synth import make_section, read_truth
+
+from .conftest import SMALL_SECTION
+
+CELLS_COLUMNS = ["animal", "group", "section", "marker", "cell_id", "x_um", "y_um", "area_um2", "in_gcl",
+                 "depth", "stage", "stage_group", "neun_positive"]
+SECTIONS_COLUMNS = ["animal", "group", "section", "path", "status", "dcx_count", "neun_count",
+                    "dcx_neun_count", "gcl_area_mm2"]
+ANIMALS_COLUMNS = ["animal", "group", "n_sections", "dcx_count", "neun_count", "dcx_neun_count",
+                   *(f"stage_{s}" for s in "ABCDEF"), "dcx_per_mm2_gcl", "estimated_total_dcx"]
+
+
+def _tables(out):
+    return (pd.read_csv(out / "cells.csv"), pd.read_csv(out / "sections.csv"), pd.read_csv(out / "animals.csv"))
+
+
+def test_count_writes_the_contract_tables(counted_study):
+    sheet, out, code = counted_study
+    assert code == 0
+    cells, sections, animals = _tables(out)
+    assert set(CELLS_COLUMNS) <= set(cells.columns)
+    assert set(SECTIONS_COLUMNS) <= set(sections.columns)
+    assert set(ANIMALS_COLUMNS) <= set(animals.columns)
+    assert len(sections) == 8 and (sections["status"] == "ok").all()
+    assert len(animals) == 4 and set(animals["group"]) == {"saline", "ketamine"}
+    dcx = cells[cells["marker"] == "dcx"]
+    assert set(dcx["stage"]) <= set("ABCDEF")
+    assert set(dcx["stage_group"]) <= {"proliferative", "intermediate", "postmitotic"}
+    assert dcx["neun_positive"].isin([True, False]).all()
+    assert cells.loc[cells["marker"] != "dcx", "stage"].isna().all()
+
+
+def test_animal_counts_are_the_sums_of_their_sections(counted_study):
+    _, out, _ = counted_study
+    _, sections, animals = _tables(out)
+    summed = sections.groupby("animal")[["dcx_count", "neun_count", "dcx_neun_count",
+                                         *(f"stage_{s}" for s in "ABCDEF")]].sum()
+    merged = animals.set_index("animal")
+    for column in summed.columns:
+        assert (merged.loc[summed.index, column] == summed[column]).all(), column
+    assert (merged["n_sections"] == 2).all()
+    # One hemisphere counted, every 6th section: estimate = count x 6 x 2.
+    assert (merged["estimated_total_dcx"] == merged["dcx_count"] * 12).all()
+    stages = merged[[f"stage_{s}" for s in "ABCDEF"]].sum(axis=1)
+    assert (stages == merged["dcx_count"]).all()
+
+
+def test_section_tables_agree_with_cells_table(counted_study):
+    _, out, _ = counted_study
+    cells, sections, _ = _tables(out)
+    counted = cells[cells["counted"]]
+    per_section = counted.groupby(["animal", "section", "marker"]).size().unstack(fill_value=0)
+    merged = sections.set_index(["animal", "section"])
+    assert (per_section["dcx"] == merged.loc[per_section.index, "dcx_count"]).all()
+    assert (per_section["neun"] == merged.loc[per_section.index, "neun_count"]).all()
+
+
+@pytest.mark.slow
+def test_detection_f1_against_the_generators_truth(counted_study):
+    """DCX somata and NeuN nuclei, centroids matched within 5 um, on sections never trained on."""
+    sheet, out, _ = counted_study
+    cells, sections, _ = _tables(out)
+    totals = {}
+    for row in sections.itertuples():
+        truth = read_truth(row.path).cells
+        found = cells[(cells["animal"] == row.animal) & (cells["section"] == row.section)]
+        for marker in ("dcx", "neun"):
+            detection, _ = match_centroids(found.loc[found["marker"] == marker, ["x_um", "y_um"]].to_numpy(),
+                                           truth.loc[truth["marker"] == marker, ["x_um", "y_um"]].to_numpy(),
+                                           max_distance_um=5.0)
+            totals[marker] = totals[marker] + detection if marker in totals else detection
+    print({marker: round(d.f1, 3) for marker, d in totals.items()})
+    assert totals["dcx"].f1 >= 0.8
+    assert totals["neun"].f1 >= 0.8
+
+
+def _write_ome(path, data, names, pixel_size_um=None):
+    metadata = {"axes": "CYX", "Channel": {"Name": list(names)}}
+    if pixel_size_um:
+        metadata.update(PhysicalSizeX=pixel_size_um, PhysicalSizeY=pixel_size_um)
+    tifffile.imwrite(path, data, ome=True, metadata=metadata)
+
+
+@pytest.fixture(scope="module")
+def good_section(tmp_path_factory):
+    section = make_section(SMALL_SECTION)
+    return section
+
+
+def _sheet(folder, rows):
+    path = folder / "samplesheet.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_a_bad_section_is_reported_and_the_rest_is_counted(good_section, tmp_path, capsys):
+    _write_ome(tmp_path / "good.ome.tif", good_section.image, good_section.channel_names, 0.65)
+    _write_ome(tmp_path / "nopixel.ome.tif", good_section.image, good_section.channel_names)
+    _write_ome(tmp_path / "nodcx.ome.tif", good_section.image[1:], good_section.channel_names[1:], 0.65)
+    (tmp_path / "broken.tif").write_bytes(b"not a tiff at all")
+    sheet = _sheet(tmp_path, [
+        {"path": "good.ome.tif", "animal": "m1", "section": 1},
+        {"path": "nopixel.ome.tif", "animal": "m1", "section": 2},
+        {"path": "nodcx.ome.tif", "animal": "m1", "section": 3},
+        {"path": "broken.tif", "animal": "m2", "section": 1},
+        {"path": "missing.tif", "animal": "m2", "section": 2},
+    ])
+    code = main(["count", str(sheet), "--out", str(tmp_path / "out")])
+    assert code == 1
+    _, sections, animals = _tables(tmp_path / "out")
+    status = sections.set_index("section").groupby("animal")["status"]
+    by_path = sections.set_index(sections["path"].map(os.path.basename))["status"]
+    assert by_path["good.ome.tif"] == "ok"
+    assert "nopixel.ome.tif" in by_path["nopixel.ome.tif"] and "--pixel-size-um" in by_path["nopixel.ome.tif"]
+    message = by_path["nodcx.ome.tif"]
+    assert "'dcx'" in message and "nodcx.ome.tif" in message and "NeuN" in message and "DAPI" in message
+    assert "broken.tif" in by_path["broken.tif"] and "missing.tif" in by_path["missing.tif"]
+    m1 = animals.set_index("animal").loc["m1"]
+    assert m1["n_sections"] == 1 and m1["n_failed"] == 2
+    assert m1["dcx_count"] == sections.loc[sections["status"] == "ok", "dcx_count"].sum()
+    assert "nopixel.ome.tif" in capsys.readouterr().err
+
+
+def test_pixel_size_and_channels_can_be_given(good_section, tmp_path):
+    _write_ome(tmp_path / "plain.ome.tif", good_section.image[:2], ["Cy3", "Cy5"])
+    sheet = _sheet(tmp_path, [{"path": "plain.ome.tif", "animal": "m1"}])
+    code = main(["count", str(sheet), "--out", str(tmp_path / "out"), "--pixel-size-um", "0.65",
+                 "--channel", "dcx=0", "--channel", "neun=Cy5"])
+    assert code == 0
+    _, sections, _ = _tables(tmp_path / "out")
+    assert sections.loc[0, "status"] == "ok" and sections.loc[0, "dcx_count"] > 0
+    assert sections.loc[0, "channels"] == "dcx=Cy3;neun=Cy5"
+
+
+def test_rerun_resumes_and_recomputes_only_what_changed(good_section, tmp_path):
+    for name in ("a", "b"):
+        _write_ome(tmp_path / f"{name}.ome.tif", good_section.image, good_section.channel_names, 0.65)
+    sheet = _sheet(tmp_path, [{"path": "a.ome.tif", "animal": "m1", "section": 1},
+                              {"path": "b.ome.tif", "animal": "m1", "section": 2}])
+    out = tmp_path / "out"
+    assert main(["count", str(sheet), "--out", str(out)]) == 0
+    results = {k: out / "sections" / k / "result.json" for k in ("m1_s1", "m1_s2")}
+    before = {k: p.stat().st_mtime_ns for k, p in results.items()}
+    first = pd.read_csv(out / "animals.csv")
+
+    time.sleep(0.01)
+    _write_ome(tmp_path / "b.ome.tif", good_section.image, good_section.channel_names, 0.65)
+    assert main(["count", str(sheet), "--out", str(out)]) == 0
+    assert results["m1_s1"].stat().st_mtime_ns == before["m1_s1"]   # untouched input: reused
+    assert results["m1_s2"].stat().st_mtime_ns != before["m1_s2"]   # rewritten input: recounted
+    pd.testing.assert_frame_equal(pd.read_csv(out / "animals.csv"), first)
+
+    # A crash mid-section leaves no result.json: that section, and only it, is counted again.
+    results["m1_s1"].unlink()
+    assert main(["count", str(sheet), "--out", str(out)]) == 0
+    assert json.loads(results["m1_s1"].read_text())["status"] == "ok"
+
+
+def test_cpsam_without_weights_stops_before_counting(small_study, tmp_path, monkeypatch, capsys):
+    from cellpose import models
+
+    from dcxcount.segment import load_engine
+
+    monkeypatch.setattr(models, "MODEL_DIR", tmp_path / "no-models")
+    load_engine.cache_clear()
+    started = time.perf_counter()
+    assert main(["count", str(small_study), "--out", str(tmp_path / "out"), "--model", "cpsam"]) == 2
+    assert time.perf_counter() - started < 10
+    err = capsys.readouterr().err
+    assert "Cellpose-SAM weights are not on this machine" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_synth_command_writes_a_study(tmp_path):
+    assert main(["synth", str(tmp_path / "s"), "--animals-per-group", "1", "--sections-per-animal", "1",
+                 "--size-px", "256", "--pixel-size-um", "1.0"]) == 0
+    sheet = pd.read_csv(tmp_path / "s" / "samplesheet.csv")
+    assert len(sheet) == 2
+    for path in sheet["path"]:
+        truth = read_truth(tmp_path / "s" / path)
+        assert truth.labels["dcx"].shape == (256, 256)
+
+
+@pytest.mark.slow
+def test_dask_workers_give_the_same_tables(counted_study, tmp_path):
+    sheet, out, _ = counted_study
+    assert main(["count", str(sheet), "--out", str(tmp_path / "dask"), "--workers", "2",
+                 "--section-interval", "6", "--hemispheres", "1"]) == 0
+    for name in ("sections.csv", "animals.csv"):
+        serial = pd.read_csv(out / name).drop(columns=["seconds"], errors="ignore")
+        parallel = pd.read_csv(tmp_path / "dask" / name).drop(columns=["seconds"], errors="ignore")
+        pd.testing.assert_frame_equal(serial, parallel)

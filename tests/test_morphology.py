@@ -1,0 +1,429 @@
+"""Tests for dcxcount.morphology: process tracing, features and stages A-F.
+
+Three kinds of ground truth:
+
+* hand-made images: a dark noisy DCX channel with bright elliptic somata and Gaussian
+  blurred processes drawn with skimage.draw.line_aa, and a hand-built LayerFrame whose
+  depth is linear in y (radial direction +y), so every expected number is known;
+* a hand-written features table for the stage rules, with rows inside each rule and on
+  each threshold;
+* synthetic sections (dcxcount.synth) with their true somata and a frame from the true
+  NeuN labels; the stage confusion is only held to a loose bar here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage as ndi
+from skimage import draw
+
+from dcxcount.layers import LayerFrame, find_layer_frame
+from dcxcount.morphology import (FEATURE_COLUMNS, STAGE_GROUPS, StagingRules, process_features,
+                                 stage_cells)
+from dcxcount.synth import SynthParams, make_section
+
+# --------------------------------------------------------------------------- hand-made scenes
+
+PS = 0.5  # um per pixel, a 20x objective
+SHAPE = (256, 256)  # 128 x 128 um
+Y0_UM, THICKNESS_UM = 20.0, 60.0  # SGZ at y = 20 um, ML from y = 80 um
+
+
+def linear_frame(shape=SHAPE, ps=PS, y0_um=Y0_UM, thickness_um=THICKNESS_UM) -> LayerFrame:
+    """depth = (y - y0) / thickness: hilus above y0, GCL below, ML beyond y0 + thickness."""
+    y_um = np.arange(shape[0], dtype=float)[:, None] * ps * np.ones((1, shape[1]))
+    depth = ((y_um - y0_um) / thickness_um).astype(np.float32)
+    gcl = (depth >= 0) & (depth <= 1)
+    return LayerFrame(gcl=gcl, hilus=depth < 0, depth=depth, pixel_size_um=ps,
+                      gcl_area_mm2=float(gcl.sum()) * (ps / 1000) ** 2,
+                      sgz_length_mm=shape[1] * ps / 1000, thickness_um=thickness_um)
+
+
+class Scene:
+    """A DCX channel built from somata and processes given in um, (y, x)."""
+
+    def __init__(self, seed: int = 0, shape=SHAPE, ps=PS):
+        self.shape, self.ps = shape, ps
+        self.rng = np.random.default_rng(seed)
+        self.somata = np.zeros(shape, np.int32)
+        self._soma = np.zeros(shape)
+        self._lines = np.zeros(shape)
+
+    def soma(self, label: int, y: float, x: float, *, along_y: float = 5.0, along_x: float = 4.0) -> Scene:
+        rr, cc = draw.ellipse(y / self.ps, x / self.ps, along_y / self.ps, along_x / self.ps, shape=self.shape)
+        self.somata[rr, cc] = label
+        self._soma[rr, cc] = 1.0
+        return self
+
+    def process(self, *points: tuple[float, float]) -> Scene:
+        """A polyline through ``points`` (um)."""
+        for (y0, x0), (y1, x1) in zip(points[:-1], points[1:]):
+            rr, cc, val = draw.line_aa(*(int(round(v / self.ps)) for v in (y0, x0, y1, x1)))
+            ok = (rr >= 0) & (rr < self.shape[0]) & (cc >= 0) & (cc < self.shape[1])
+            self._lines[rr[ok], cc[ok]] = np.maximum(self._lines[rr[ok], cc[ok]], val[ok])
+        return self
+
+    def image(self, *, noise: float = 0.02) -> np.ndarray:
+        """Background 0.1, soma 1.0, processes peaking at 0.5 (~1.4 um wide), Gaussian noise."""
+        lines = ndi.gaussian_filter(self._lines, 0.6 / self.ps)
+        if lines.max() > 0:
+            lines *= 0.5 / lines.max()
+        soma = ndi.gaussian_filter(self._soma, 0.5 / self.ps)
+        return (0.1 + np.maximum(soma, lines) + self.rng.normal(0, noise, self.shape)).astype(np.float32)
+
+    def features(self, frame: LayerFrame | None = None, **kw) -> pd.DataFrame:
+        return process_features(self.image(), self.somata, frame or linear_frame(), **kw)
+
+
+def assert_length(measured: float, expected: float) -> None:
+    """Within 10 % or 2 um, whichever is wider."""
+    assert abs(measured - expected) <= max(0.1 * expected, 2.0), (measured, expected)
+
+
+def radial_cell(seed=0, length=40.0):
+    # Soma centre at depth 1/6, elongated radially; the process starts at its edge (y = 35).
+    return Scene(seed).soma(1, 30.0, 64.0).process((35.0, 64.0), (35.0 + length, 64.0))
+
+
+def test_radial_process_has_its_length_and_angle():
+    f = radial_cell().features().loc[1]
+    assert_length(f["longest_path_um"], 40.0)  # measured 38.5-41.8 over 12 noise draws
+    assert f["process_length_um"] >= f["longest_path_um"]
+    assert f["n_primary"] == 1
+    assert f["process_angle_deg"] < 15  # measured 0-3.3 deg
+    assert f["max_depth"] == pytest.approx((75.0 - Y0_UM) / THICKNESS_UM, abs=0.05)  # tip at d = 0.92
+    assert f["n_branch_points_ml"] == 0 and f["n_tips_ml"] == 0
+    stage = stage_cells(pd.DataFrame([f]), gcl_thickness_um=THICKNESS_UM)
+    assert stage["stage"].iloc[0] == "C"  # radial, 40 um >= 30 um, stays in the GCL
+
+
+def test_longer_process_gives_longer_path():
+    short = radial_cell(length=20.0).features().loc[1, "longest_path_um"]
+    long = radial_cell(length=50.0).features().loc[1, "longest_path_um"]
+    assert_length(short, 20.0)
+    assert_length(long, 50.0)
+    assert long - short == pytest.approx(30.0, abs=3.0)
+
+
+def test_tangential_process_is_far_from_radial():
+    scene = Scene(0).soma(1, 30.0, 40.0, along_y=4.0, along_x=5.0).process((30.0, 45.0), (30.0, 75.0))
+    f = scene.features().loc[1]
+    assert f["process_angle_deg"] > 60  # measured 89-90 deg
+    assert_length(f["longest_path_um"], 30.0)
+    assert f["max_depth"] == pytest.approx(10.0 / THICKNESS_UM, abs=0.05)
+    assert stage_cells(pd.DataFrame([f]), gcl_thickness_um=THICKNESS_UM)["stage"].iloc[0] == "B"
+
+
+def bipolar_cell(seed):
+    # Soma elongated tangentially, a 20 um and a 15 um process leaving its two ends.
+    return (Scene(seed).soma(1, 30.0, 64.0, along_y=4.0, along_x=5.0)
+            .process((30.0, 69.0), (30.0, 89.0)).process((30.0, 59.0), (30.0, 44.0)))
+
+
+def test_bipolar_tangential_cell():
+    f = bipolar_cell(0).features().loc[1]
+    assert f["n_primary"] >= 2  # exactly 2 is the xfail below
+    assert_length(f["longest_path_um"], 20.0)  # measured 18.5-21.3 over 10 noise draws
+    assert f["process_length_um"] == pytest.approx(35.0, abs=5.0)  # measured 33-39.4
+    assert f["process_angle_deg"] > 60
+    assert stage_cells(pd.DataFrame([f]), gcl_thickness_um=THICKNESS_UM)["stage"].iloc[0] == "B"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG morphology.py:99,134 (no spur pruning): 1-2 px skeleton stubs poking out of the "
+    "grown soma count as primary processes; a bipolar cell with two processes gets "
+    "n_primary 2, 3 or 4 (noise draws 0-4: 3, 2, 2, 4, 3)."))
+def test_bipolar_cell_has_exactly_two_primaries():
+    counts = [bipolar_cell(seed).features().loc[1, "n_primary"] for seed in range(5)]
+    assert counts == [2] * 5, counts
+
+
+def fork_cell(seed):
+    # Trunk from the soma edge to y = 90 um (d = 1.17), then two 20 um branches at +-30 deg.
+    scene = Scene(seed).soma(1, 30.0, 64.0).process((35.0, 64.0), (90.0, 64.0))
+    for side in (-1, 1):
+        scene.process((90.0, 64.0), (90.0 + 20 * math.cos(math.radians(30)), 64.0 + side * 10.0))
+    return scene
+
+
+def test_fork_beyond_ml_border_counts_one_branch_point_and_two_tips():
+    # Noise draw 1 gives a clean skeleton; draws 0, 3, 5 add a 1-px spur at a tip (see
+    # test_unbranched_process_has_no_spurious_branches for that bug).
+    f = fork_cell(seed=1).features().loc[1]
+    assert f["n_branch_points_ml"] == 1
+    assert f["n_tips_ml"] == 2
+    assert f["n_primary"] == 1
+    assert f["max_depth"] > 1.4  # branch tips at d = 1.46
+    assert_length(f["longest_path_um"], 55.0 + 20.0)
+    assert f["process_length_um"] == pytest.approx(55.0 + 2 * 20.0, rel=0.1)
+    assert stage_cells(pd.DataFrame([f]), gcl_thickness_um=THICKNESS_UM)["stage"].iloc[0] == "E"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fork_in_ml_is_found_on_every_noise_draw(seed):
+    # What holds whatever the noise: at least the one fork and its two tips, in the ML.
+    f = fork_cell(seed).features().loc[1]
+    assert f["n_branch_points_ml"] >= 1 and f["n_tips_ml"] >= 2
+    assert stage_cells(pd.DataFrame([f]), gcl_thickness_um=THICKNESS_UM)["stage"].iloc[0] in ("E", "F")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG morphology.py:99,134-141 (no spur pruning): skeletonize leaves 1-2 px spurs where "
+    "noise roughens the process mask, mostly at blunt tips; they count as branch points and "
+    "tips. A straight unbranched 60 um process crossing into the ML gets n_tips 2 / "
+    "n_branch_points_ml 1 on 4 of 8 noise draws (1, 4, 6, 7) and is staged E instead of D."))
+def test_unbranched_process_has_no_spurious_branches():
+    outcomes = []
+    for seed in range(8):
+        f = radial_cell(seed, length=60.0).features().loc[1]  # tip at d = 1.25
+        stage = stage_cells(pd.DataFrame([f]), gcl_thickness_um=THICKNESS_UM)["stage"].iloc[0]
+        outcomes.append((seed, f["n_tips"], f["n_branch_points"], stage))
+    assert all(t == 1 and b == 0 and s == "D" for _, t, b, s in outcomes), outcomes
+
+
+def test_side_by_side_cells_keep_their_own_processes():
+    # Touching-distance somata (2 um apart), labels 3 and 8, radial processes 10 um apart.
+    scene = (Scene(0).soma(3, 30.0, 40.0).process((35.0, 40.0), (95.0, 40.0))
+             .soma(8, 30.0, 50.0).process((35.0, 50.0), (60.0, 50.0)))
+    f = scene.features()
+    assert list(f.index) == [3, 8]
+    assert_length(f.loc[3, "longest_path_um"], 60.0)
+    assert_length(f.loc[8, "longest_path_um"], 25.0)
+    assert f.loc[3, "max_depth"] == pytest.approx(1.25, abs=0.05)
+    assert f.loc[8, "max_depth"] == pytest.approx(40.0 / THICKNESS_UM, abs=0.05)
+    assert f.loc[3, "process_angle_deg"] < 15 and f.loc[8, "process_angle_deg"] < 15
+
+
+def test_process_passing_a_soma_at_a_distance_stays_with_its_own():
+    # Cell 2 sits beside cell 1's process, 6 um from it edge to centreline.
+    scene = (Scene(0).soma(1, 30.0, 40.0).process((35.0, 40.0), (95.0, 40.0))
+             .soma(2, 55.0, 50.0))
+    f = scene.features()
+    assert_length(f.loc[1, "longest_path_um"], 60.0)
+    assert f.loc[2, "longest_path_um"] < StagingRules().stub_um
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG morphology.py:116-119: ownership is the nearest soma ALONG THE SKELETON "
+    "(multi-source Dijkstra), so a process that brushes a neighbour's (grown) soma is cut "
+    "there and everything beyond goes to the neighbour - the opposite of what the module "
+    "docstring promises. Cell 1's 60 um process passing 2.5 um from cell 2's edge: "
+    "cell 1 gets 9 um (stage A), cell 2 gets ~40 um reaching the ML (stage D)."))
+def test_process_brushing_a_neighbour_soma_stays_with_its_own():
+    scene = (Scene(0).soma(1, 30.0, 40.0).process((35.0, 40.0), (95.0, 40.0))
+             .soma(2, 55.0, 46.5))
+    f = scene.features()
+    assert_length(f.loc[1, "longest_path_um"], 60.0)
+    assert f.loc[2, "longest_path_um"] < StagingRules().stub_um
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_soma_without_process_is_a_stub(seed):
+    f = Scene(seed).soma(1, 30.0, 64.0).features().loc[1]
+    assert f["longest_path_um"] < StagingRules().stub_um  # measured 0-1.5 um
+    # Soma centre at d = 0.17; a noise stub at its edge may reach a little deeper.
+    assert 10.0 / THICKNESS_UM - 1e-6 <= f["max_depth"] < (15.0 + StagingRules().stub_um) / THICKNESS_UM
+    assert stage_cells(pd.DataFrame([f]), gcl_thickness_um=THICKNESS_UM)["stage"].iloc[0] == "A"
+
+
+def test_no_somata_gives_an_empty_table():
+    f = process_features(Scene(0).image(), np.zeros(SHAPE, np.int32), linear_frame())
+    assert f.empty and list(f.columns) == list(FEATURE_COLUMNS)
+
+
+def test_zero_padding_does_not_change_the_trace():
+    scene = radial_cell()
+    padded = np.zeros((400, 400), np.float32)
+    padded[: SHAPE[0], : SHAPE[1]] = scene.image()
+    somata = np.zeros((400, 400), np.int32)
+    somata[: SHAPE[0], : SHAPE[1]] = scene.somata
+    f = process_features(padded, somata, linear_frame(shape=(400, 400))).loc[1]
+    assert_length(f["longest_path_um"], 40.0)
+    assert f["n_tips"] <= 2
+
+
+# --------------------------------------------------------------------------- stage rules
+
+T = 70.0  # GCL thickness for the table: short < 35 um
+
+
+def table(*rows) -> pd.DataFrame:
+    """Rows of (name, longest_path_um, max_depth, angle_deg, n_branch_points_ml, n_tips_ml)."""
+    records = []
+    for name, length, depth, angle, branches, tips in rows:
+        records.append({"cell_id": name, "process_length_um": length, "longest_path_um": length,
+                        "n_primary": 1, "n_branch_points": branches, "n_branch_points_ml": branches,
+                        "n_tips": max(tips, 1), "n_tips_ml": tips, "max_depth": depth,
+                        "process_angle_deg": angle})
+    return pd.DataFrame(records).set_index("cell_id")
+
+
+CLEAR = table(
+    ("A", 4.0, 0.1, 30.0, 0, 0),
+    ("B", 20.0, 0.2, 70.0, 0, 0),
+    ("C", 45.0, 0.7, 10.0, 0, 0),
+    ("D", 90.0, 1.6, 5.0, 0, 1),
+    ("E", 110.0, 1.7, 8.0, 1, 2),
+    ("F", 130.0, 1.9, 6.0, 3, 5),
+)
+
+
+def test_clear_rows_get_their_stage_and_group():
+    out = stage_cells(CLEAR, gcl_thickness_um=T)
+    assert list(out.index) == list(CLEAR.index)
+    assert list(out["stage"]) == ["A", "B", "C", "D", "E", "F"]
+    assert list(out["stage_group"]) == ["proliferative", "proliferative", "intermediate",
+                                        "intermediate", "postmitotic", "postmitotic"]
+    assert all(STAGE_GROUPS[s] == g for s, g in zip(out["stage"], out["stage_group"]))
+
+
+def test_default_rules_are_the_biology_cutoffs():
+    rules = StagingRules()
+    assert (rules.stub_um, rules.short_fraction, rules.radial_max_angle_deg, rules.ml_depth) == (10.0, 0.5, 45.0, 1.0)
+
+
+# (row, expected stage, why): every comparison in stage_cells is strict, so a value right
+# on a threshold falls on the side of the larger stage.
+EDGES = [
+    (("L=stub", 10.0, 0.3, 10.0, 0, 0), "B", "L == stub_um is not a stub (<); 10 < 35 is short"),
+    (("L<stub", 9.99, 0.3, 10.0, 0, 0), "A", "just under stub_um"),
+    (("L=short", 35.0, 0.6, 10.0, 0, 0), "C", "L == 0.5 * thickness is not short (<)"),
+    (("L<short", 34.9, 0.6, 10.0, 0, 0), "B", "just under half the thickness"),
+    (("angle=max", 50.0, 0.7, 45.0, 0, 0), "C", "45 deg is still radial (>)"),
+    (("angle>max", 50.0, 0.7, 45.1, 0, 0), "B", "just tangential"),
+    (("depth=1", 60.0, 1.0, 10.0, 0, 0), "C", "d == 1 does not reach the ML (>)"),
+    (("depth>1", 60.0, 1.001, 10.0, 0, 0), "D", "just into the ML"),
+    (("2 branches", 100.0, 1.5, 10.0, 2, 2), "F", "two branch points in the ML"),
+    (("1 branch 3 tips", 100.0, 1.5, 10.0, 1, 3), "F", "three tips in the ML make F even with one fork"),
+    (("1 branch 2 tips", 100.0, 1.5, 10.0, 1, 2), "E", "one fork, two tips"),
+    (("stub in ML", 5.0, 1.5, 10.0, 2, 3), "A", "the stub rule comes first, whatever the depth"),
+    (("short tangential in ML", 20.0, 1.2, 80.0, 0, 1), "D",
+     "reaching the ML outranks short/tangential (a soma near the ML border)"),
+    (("short radial in GCL", 25.0, 0.8, 5.0, 0, 0), "B", "short wins over radial"),
+]
+
+
+@pytest.mark.parametrize("row,expected,why", EDGES, ids=[e[0][0] for e in EDGES])
+def test_threshold_rows(row, expected, why):
+    assert stage_cells(table(row), gcl_thickness_um=T)["stage"].iloc[0] == expected, why
+
+
+@pytest.mark.parametrize("rules,row,default,custom", [
+    (StagingRules(stub_um=25.0), ("x", 20.0, 0.3, 70.0, 0, 0), "B", "A"),
+    (StagingRules(short_fraction=0.25), ("x", 20.0, 0.6, 10.0, 0, 0), "B", "C"),
+    (StagingRules(radial_max_angle_deg=30.0), ("x", 50.0, 0.7, 40.0, 0, 0), "C", "B"),
+    (StagingRules(ml_depth=1.5), ("x", 80.0, 1.3, 10.0, 0, 1), "D", "C"),
+    (StagingRules(ml_depth=1.5), ("x", 80.0, 1.3, 10.0, 1, 2), "E", "C"),
+])
+def test_custom_rules_change_the_outcome(rules, row, default, custom):
+    features = table(row)
+    assert stage_cells(features, gcl_thickness_um=T)["stage"].iloc[0] == default
+    assert stage_cells(features, gcl_thickness_um=T, rules=rules)["stage"].iloc[0] == custom
+
+
+def test_gcl_thickness_scales_the_short_rule():
+    features = table(("x", 40.0, 0.7, 10.0, 0, 0))
+    assert stage_cells(features, gcl_thickness_um=70.0)["stage"].iloc[0] == "C"
+    assert stage_cells(features, gcl_thickness_um=100.0)["stage"].iloc[0] == "B"
+
+
+# --------------------------------------------------------------------------- synthetic sections
+
+SYNTH = dict(shape_px=(512, 512), pixel_size_um=0.65, dcx_per_mm_sgz=150.0)
+GROUPS = ("proliferative", "intermediate", "postmitotic")
+
+
+@pytest.fixture(scope="module")
+def staged():
+    """Per seed: truth rows (untruncated DCX cells), features and stages (true somata,
+    frame from the true NeuN labels)."""
+    out = {}
+    for seed in (0, 1, 2):
+        section = make_section(SynthParams(seed=seed, **SYNTH))
+        frame = find_layer_frame(section.labels["neun"], pixel_size_um=section.pixel_size_um)
+        features = process_features(section.image[0], section.labels["dcx"], frame)
+        stages = stage_cells(features, gcl_thickness_um=frame.thickness_um)
+        truth = section.cells[section.cells["marker"] == "dcx"].set_index("cell_id")
+        truth = truth[~truth["truncated"].astype(bool)]
+        out[seed] = (section, truth, features, stages)
+    return out
+
+
+def confusion(truth: pd.Series, predicted: pd.Series, labels) -> pd.DataFrame:
+    return pd.crosstab(pd.Categorical(truth, labels), pd.Categorical(predicted, labels),
+                       rownames=["true"], colnames=["found"], dropna=False)
+
+
+def test_synthetic_staging_is_better_than_chance(staged):
+    true_groups, found_groups = [], []
+    for seed, (section, truth, features, stages) in staged.items():
+        labels = np.unique(section.labels["dcx"])
+        assert list(features.index) == list(labels[labels > 0])
+        assert stages["stage"].isin(list("ABCDEF")).all()
+        found = stages.loc[truth.index]
+        print(f"\nseed {seed}: n={len(truth)}, stage accuracy {(found['stage'] == truth['stage']).mean():.2f}, "
+              f"group accuracy {(found['stage_group'] == truth['stage_group']).mean():.2f}")
+        print(confusion(truth["stage"], found["stage"], list("ABCDEF")))
+        true_groups.append(truth["stage_group"])
+        found_groups.append(found["stage_group"])
+    true_groups, found_groups = pd.concat(true_groups), pd.concat(found_groups)
+    accuracy = (true_groups == found_groups).mean()
+    # Chance: the agreement of independent labellings with the same marginals.
+    chance = sum((true_groups == g).mean() * (found_groups == g).mean() for g in GROUPS)
+    majority = true_groups.value_counts(normalize=True).max()
+    print(f"pooled group accuracy {accuracy:.2f}, chance {chance:.2f}, majority {majority:.2f}")
+    # Measured 0.51 pooled (0.45, 0.53, 0.53 per seed) against chance 0.33: the tight bars
+    # (> 0.5 per seed and better) wait for the process-ownership and spur bugs above.
+    assert accuracy > chance + 0.1
+    assert accuracy > majority + 0.05
+
+
+def _truth_features(section, truth: pd.DataFrame) -> pd.DataFrame:
+    """The synth's own truth as a features table; the angle from the soma centre to the
+    process vertex farthest from it, against the true depth gradient."""
+    ps = section.pixel_size_um
+    gy, gx = np.gradient(section.depth.astype(float))
+    angles = {}
+    for cid, row in truth.iterrows():
+        pts = section.processes.loc[section.processes["cell_id"] == cid, ["x_um", "y_um"]].to_numpy()
+        if len(pts) == 0:
+            angles[cid] = 0.0
+            continue
+        offsets = pts - [row["x_um"], row["y_um"]]
+        vx, vy = offsets[np.argmax(np.hypot(offsets[:, 0], offsets[:, 1]))]
+        r, c = int(round(row["y_um"] / ps)), int(round(row["x_um"] / ps))
+        cosine = abs(vx * gx[r, c] + vy * gy[r, c]) / (math.hypot(vx, vy) * math.hypot(gx[r, c], gy[r, c]))
+        angles[cid] = math.degrees(math.acos(min(cosine, 1.0)))
+    reaches = truth["max_depth"] > 1
+    return pd.DataFrame({
+        "longest_path_um": truth["longest_path_um"], "max_depth": truth["max_depth"],
+        "n_branch_points_ml": truth["n_branch_points_ml"].astype(float),
+        "n_tips_ml": np.where(reaches, truth["n_tips"].astype(float), 0.0),
+        "process_angle_deg": pd.Series(angles)})
+
+
+def test_rules_reproduce_synth_stages_from_true_features_except_c(staged):
+    # Guards the rules against the generator: with the synth's own morphology, every
+    # A, B, D, E and F cell gets its stage back (measured 100 % on seeds 0-5).
+    for section, truth, _, _ in staged.values():
+        found = stage_cells(_truth_features(section, truth), gcl_thickness_um=section.params.gcl_thickness_um)
+        not_c = truth["stage"] != "C"
+        assert (found.loc[not_c, "stage"] == truth.loc[not_c, "stage"]).all()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "MISMATCH synth.py:_grow_processes (stage C) vs morphology.py:stage_cells B rule: synth "
+    "C processes run radially from a soma at d~0.08 and stop at d = 0.5-0.9, i.e. 14-35 um "
+    "from the soma edge at 70 um thickness, while stage_cells calls any L < 0.5 * thickness "
+    "B (BIOLOGY.md's cut-off). With the synth's exact features 10 of 19 C cells (seeds 0-2; "
+    "24 of 44 over seeds 0-5) are staged B. One of the two must change (e.g. B only when short AND not radial, or "
+    "longer synth C processes)."))
+def test_rules_reproduce_synth_c_from_true_features(staged):
+    for section, truth, _, _ in staged.values():
+        c = truth[truth["stage"] == "C"]
+        found = stage_cells(_truth_features(section, c), gcl_thickness_um=section.params.gcl_thickness_um)
+        assert (found["stage"] == "C").all(), found["stage"].value_counts().to_dict()

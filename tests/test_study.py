@@ -1,0 +1,335 @@
+"""Tests for dcxcount.study: samplesheet, per-animal tables, estimates."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dcxcount.study import (
+    STAGES,
+    SamplesheetError,
+    animals_table,
+    gundersen_jensen_ce,
+    read_samplesheet,
+)
+
+
+def write_sheet(folder: Path, text: str, name: str = "sheet.csv") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    sheet = folder / name
+    sheet.write_text(text, encoding="utf-8")
+    return sheet
+
+
+def section_rows(*rows: dict) -> pd.DataFrame:
+    """A per-section table; each row gives what matters, the rest is filled."""
+    defaults = {
+        "group": "g",
+        "status": "ok",
+        "dcx_count": 0,
+        "neun_count": 0,
+        "dcx_neun_count": 0,
+        "gcl_area_mm2": 0.1,
+        **{f"stage_{stage}": 0 for stage in STAGES},
+    }
+    return pd.DataFrame([{**defaults, **row} for row in rows])
+
+
+# --- read_samplesheet --------------------------------------------------------
+
+
+def test_paths_resolve_against_the_sheet_folder_not_the_working_directory(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    absolute = str(tmp_path / "abs" / "c.tif")
+    sheet = write_sheet(
+        tmp_path / "study",
+        f"path,animal\nimg/a.tif,m1\n../b.tif,m1\n{absolute},m2\n",
+    )
+
+    table = read_samplesheet(sheet)
+
+    assert list(table["path"]) == [
+        str(tmp_path / "study" / "img" / "a.tif"),
+        str(tmp_path / "b.tif"),
+        absolute,
+    ]
+    assert all(isinstance(path, str) for path in table["path"])
+    # none of these files exist: that is the pipeline's per-section business
+
+
+def test_defaults_row_numbers_and_kept_columns(tmp_path):
+    sheet = write_sheet(
+        tmp_path,
+        "Path,ANIMAL,channel_DCX,notes\n"
+        "a.tif,m1,1,first\n"
+        "\n"  # a blank line still counts in the row numbers a user sees
+        "b.tif,m2,Cy3,\n"
+        "c.tif,m1,,third\n",
+    )
+
+    table = read_samplesheet(sheet)
+
+    assert list(table["row"]) == [2, 4, 5]
+    assert list(table["animal"]) == ["m1", "m2", "m1"]
+    assert list(table["group"]) == ["", "", ""]
+    assert list(table["section"]) == [1, 1, 2]  # running index within each animal
+    assert list(table["channel_dcx"]) == ["1", "Cy3", ""]
+    assert list(table["notes"]) == ["first", "", "third"]
+    overrides = ["section_interval", "hemispheres", "thickness_um", "pixel_size_um"]
+    assert table[overrides].isna().all().all()
+
+
+def test_overrides_are_parsed_as_numbers_and_semicolons_are_accepted(tmp_path):
+    sheet = write_sheet(
+        tmp_path,
+        "path;animal;group;section;section_interval;hemispheres;thickness_um;pixel_size_um\n"
+        "a.tif;m1;ket;3;6;1;40;0.65\n"
+        "b.tif;m1;ket;4.5;;;;\n",
+    )
+
+    table = read_samplesheet(sheet)
+
+    assert list(table["section"]) == [3.0, 4.5]
+    assert table.loc[0, "section_interval"] == 6
+    assert table.loc[0, "hemispheres"] == 1
+    assert table.loc[0, "thickness_um"] == 40.0
+    assert table.loc[0, "pixel_size_um"] == 0.65
+    assert pd.isna(table.loc[1, "section_interval"])
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(SamplesheetError, match="nope.csv"):
+        read_samplesheet(tmp_path / "nope.csv")
+
+
+def test_missing_required_column_lists_the_columns_the_sheet_has(tmp_path):
+    sheet = write_sheet(tmp_path, "file,animal,group\na.tif,m1,x\n")
+    with pytest.raises(SamplesheetError) as caught:
+        read_samplesheet(sheet)
+    message = str(caught.value)
+    assert "sheet.csv" in message
+    assert "'path'" in message
+    assert "'file'" in message and "'group'" in message
+
+
+@pytest.mark.parametrize(
+    ("rows", "row", "words"),
+    [
+        ("a.tif,m1,1\n,m1,2\n", 3, "path is empty"),
+        ("a.tif,m1,1\nb.tif,,2\n", 3, "animal is empty"),
+        ("a.tif,m1,1\nb.tif,m1,1\n", 3, "repeats row 2"),
+        ("a.tif,m1,1,3\n", 2, "hemispheres"),
+        ("a.tif,m1,1,,0\n", 2, "section_interval"),
+        ("a.tif,m1,1,,,-30\n", 2, "thickness_um"),
+        ("a.tif,m1,1,,,,0\n", 2, "pixel_size_um"),
+        ("a.tif,m1,x\n", 2, "section"),
+    ],
+    ids=["empty path", "empty animal", "duplicate section", "hemispheres",
+         "interval", "thickness", "pixel size", "section not a number"],
+)
+def test_bad_rows_raise_naming_file_and_row(tmp_path, rows, row, words):
+    header = "path,animal,section,hemispheres,section_interval,thickness_um,pixel_size_um\n"
+    sheet = write_sheet(tmp_path, header + rows)
+    with pytest.raises(SamplesheetError) as caught:
+        read_samplesheet(sheet)
+    message = str(caught.value)
+    assert str(sheet) in message
+    assert f"row {row}" in message
+    assert words in message
+    assert isinstance(caught.value, ValueError)
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    sheet = write_sheet(tmp_path, "path,animal,hemispheres\n,m1,1\nb.tif,m2,3\n")
+    with pytest.raises(SamplesheetError) as caught:
+        read_samplesheet(sheet)
+    assert "row 2: path is empty" in str(caught.value)
+    assert "row 3: hemispheres" in str(caught.value)
+
+
+def test_empty_trailing_columns_are_ignored_but_unnamed_values_are_not(tmp_path):
+    # spreadsheet programs often save trailing empty columns as ",,"
+    fine = write_sheet(tmp_path, "path,animal,,\na.tif,m1,,\n", name="fine.csv")
+    assert list(read_samplesheet(fine)["animal"]) == ["m1"]
+    bad = write_sheet(tmp_path, "path,animal\na.tif,m1,ket\n", name="bad.csv")
+    with pytest.raises(SamplesheetError, match="row 2: a value in a column without a name"):
+        read_samplesheet(bad)
+
+
+def test_an_animal_in_two_groups_is_an_error(tmp_path):
+    sheet = write_sheet(tmp_path, "path,animal,group\na.tif,m1,ket\nb.tif,m1,sal\n")
+    with pytest.raises(SamplesheetError, match="row 3: group 'sal' differs"):
+        read_samplesheet(sheet)
+
+
+# --- animals_table -----------------------------------------------------------
+
+
+def test_animal_counts_are_the_sums_of_their_ok_sections():
+    sections = section_rows(
+        {"animal": "m2", "section": 1, "dcx_count": 7, "neun_count": 70, "brdu_count": 2,
+         "stage_A": 7},
+        {"animal": "m1", "section": 1, "dcx_count": 10, "neun_count": 100, "dcx_neun_count": 2,
+         "brdu_count": 1, "stage_E": 3, "stage_F": 2, "gcl_area_mm2": 0.2},
+        {"animal": "m1", "section": 2, "dcx_count": 30, "neun_count": 300, "dcx_neun_count": 6,
+         "brdu_count": 4, "stage_E": 1, "stage_F": 4, "gcl_area_mm2": 0.3},
+        {"animal": "m1", "section": 3, "status": "unreadable TIFF", "dcx_count": np.nan,
+         "neun_count": np.nan, "dcx_neun_count": np.nan, "brdu_count": np.nan,
+         "gcl_area_mm2": np.nan},
+    )
+
+    table = animals_table(sections, section_interval=6, hemispheres=2).set_index("animal")
+
+    assert list(table.index) == ["m2", "m1"]  # first appearance
+    m1 = table.loc["m1"]
+    assert (m1["n_sections"], m1["n_failed"]) == (2, 1)
+    counts = ["dcx_count", "neun_count", "dcx_neun_count", "brdu_count"]
+    assert list(m1[counts]) == [40, 400, 8, 5]
+    assert (m1["stage_E"], m1["stage_F"]) == (4, 6)
+    # the failed row's NaN made the input column float; the sums are whole again
+    assert pd.api.types.is_integer_dtype(table["dcx_count"])
+    assert m1["maturation_index"] == pytest.approx(10 / 40)
+    assert m1["pct_dcx_neun"] == pytest.approx(100 * 8 / 40)
+    assert m1["gcl_area_mm2"] == pytest.approx(0.5)
+    assert m1["dcx_per_mm2_gcl"] == pytest.approx(40 / 0.5)
+    assert m1["estimated_total_brdu"] == 5 * 6
+
+
+@pytest.mark.parametrize(("hemispheres", "factor"), [(1, 2), (2, 1)])
+def test_estimated_total_doubles_only_for_one_hemisphere(hemispheres, factor):
+    sections = section_rows(
+        {"animal": "m1", "section": 1, "dcx_count": 100, "neun_count": 1000},
+        {"animal": "m1", "section": 2, "dcx_count": 50, "neun_count": 500},
+    )
+
+    animal = animals_table(sections, section_interval=6, hemispheres=hemispheres).iloc[0]
+
+    assert animal["estimated_total_dcx"] == 150 * 6 * factor
+    assert animal["estimated_total_neun"] == 1500 * 6 * factor
+    assert (animal["section_interval"], animal["hemispheres"]) == (6, hemispheres)
+
+
+def test_per_row_settings_override_the_keywords_for_their_animal():
+    sections = section_rows(
+        {"animal": "m1", "section": 1, "dcx_count": 10},
+        {"animal": "m2", "section": 1, "dcx_count": 10, "section_interval": 8, "hemispheres": 2,
+         "thickness_um": 30.0},
+    )
+
+    table = animals_table(sections, section_interval=6, hemispheres=1, thickness_um=40)
+    table = table.set_index("animal")
+
+    assert table.loc["m1", "estimated_total_dcx"] == 10 * 6 * 2
+    assert table.loc["m2", "estimated_total_dcx"] == 10 * 8 * 1
+    assert table.loc["m2", "thickness_um"] == 30.0
+
+
+def test_rows_of_one_animal_that_disagree_on_a_setting_are_an_error():
+    sections = section_rows(
+        {"animal": "m1", "section": 1, "section_interval": 6},
+        {"animal": "m1", "section": 2, "section_interval": 8},
+    )
+    with pytest.raises(ValueError, match="section_interval"):
+        animals_table(sections, section_interval=6, hemispheres=1)
+
+
+def test_bad_keyword_setting_is_an_error():
+    with pytest.raises(ValueError, match="hemispheres"):
+        animals_table(
+            section_rows({"animal": "m1", "section": 1}), section_interval=6, hemispheres=3
+        )
+
+
+def test_cavalieri_volume_by_hand():
+    sections = section_rows(
+        {"animal": "m1", "section": 1, "gcl_area_mm2": 0.10},
+        {"animal": "m1", "section": 2, "gcl_area_mm2": 0.15},
+        {"animal": "m1", "section": 3, "gcl_area_mm2": 0.05},
+    )
+
+    with_thickness = animals_table(sections, section_interval=6, hemispheres=1, thickness_um=40)
+    without = animals_table(sections, section_interval=6, hemispheres=1)
+
+    # (0.10 + 0.15 + 0.05) mm^2 x 0.040 mm x 6 x 2 (one hemisphere) = 0.144 mm^3
+    assert with_thickness.loc[0, "gcl_volume_mm3"] == pytest.approx(0.144)
+    assert math.isnan(without.loc[0, "gcl_volume_mm3"])
+
+
+def test_ce_uses_the_sections_in_rostro_caudal_order():
+    by_section = {1: 5, 2: 20, 3: 40, 4: 30, 5: 5}
+    file_order = [3, 1, 5, 2, 4]
+    sections = section_rows(
+        *({"animal": "m1", "section": s, "dcx_count": by_section[s]} for s in file_order)
+    )
+
+    ce = animals_table(sections, section_interval=6, hemispheres=1).loc[0, "ce_dcx"]
+
+    assert ce == pytest.approx(gundersen_jensen_ce(list(by_section.values())))
+    assert ce != pytest.approx(gundersen_jensen_ce([by_section[s] for s in file_order]))
+
+
+def test_animal_without_an_ok_section():
+    sections = section_rows(
+        {"animal": "m1", "section": 1, "dcx_count": 10},
+        {"animal": "m2", "section": 1, "status": "file not found", "dcx_count": np.nan},
+        {"animal": "m2", "section": 2, "status": "no GCL found", "dcx_count": np.nan},
+    )
+
+    table = animals_table(sections, section_interval=6, hemispheres=1, thickness_um=40)
+    m2 = table.set_index("animal").loc["m2"]
+
+    assert (m2["n_sections"], m2["n_failed"]) == (0, 2)
+    for column in ["dcx_count", "estimated_total_dcx", "maturation_index", "dcx_per_mm2_gcl",
+                   "ce_dcx", "gcl_volume_mm3"]:
+        assert pd.isna(m2[column]), column
+
+
+def test_samplesheet_overrides_flow_into_the_animal_table(tmp_path):
+    sheet = write_sheet(tmp_path, "path,animal,section_interval\na.tif,m1,8\nb.tif,m1,\n")
+    sections = read_samplesheet(sheet).assign(
+        status="ok", dcx_count=[3, 4], neun_count=0, dcx_neun_count=0, gcl_area_mm2=0.1,
+        **{f"stage_{stage}": 0 for stage in STAGES},
+    )
+    # the blank row takes the run's interval (6), which disagrees with the 8 above
+    with pytest.raises(ValueError, match="section_interval"):
+        animals_table(sections, section_interval=6, hemispheres=2)
+    table = animals_table(sections, section_interval=8, hemispheres=2)
+    assert table.loc[0, "estimated_total_dcx"] == (3 + 4) * 8
+
+
+# --- gundersen_jensen_ce -----------------------------------------------------
+
+
+def test_ce_by_hand():
+    q = [5, 20, 40, 30, 5]
+    # A = 25 + 400 + 1600 + 900 + 25          = 2950
+    # B = 5*20 + 20*40 + 40*30 + 30*5         = 2250
+    # C = 5*40 + 20*30 + 40*5                 = 1000
+    # noise = sum Q                           = 100
+    # 3 (A - noise) - 4 B + C = 8550 - 9000 + 1000 = 550
+    # m = 1: VAR_SURS = 550 / 240;  CE = sqrt(100 + 550/240) / 100 = 0.10114
+    # m = 0: VAR_SURS = 550 / 12;   CE = sqrt(100 + 550/12)  / 100 = 0.12076
+    assert gundersen_jensen_ce(q) == pytest.approx(math.sqrt(100 + 550 / 240) / 100)
+    assert gundersen_jensen_ce(q) == pytest.approx(0.10114, abs=1e-5)
+    assert gundersen_jensen_ce(q, smoothness_m=0) == pytest.approx(0.12076, abs=1e-5)
+
+
+def test_ce_negative_surs_term_counts_as_zero():
+    # Q = 1,1,1,1: A = 4, B = 3, C = 2, noise = 4: 3 (4 - 4) - 12 + 2 < 0, so CE = sqrt(4) / 4
+    assert gundersen_jensen_ce([1, 1, 1, 1]) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("counts", [[], [10], [10, 20], [0, 0, 0], [1, np.nan, 3]])
+def test_ce_is_nan_when_undefined(counts):
+    assert math.isnan(gundersen_jensen_ce(counts))
+
+
+def test_ce_rejects_unknown_smoothness():
+    with pytest.raises(ValueError, match="smoothness_m"):
+        gundersen_jensen_ce([1, 2, 3], smoothness_m=2)
