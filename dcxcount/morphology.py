@@ -1,28 +1,52 @@
 """DCX+ cell morphology: processes traced from the DCX channel, features and stages A-F.
 
-Processes are ridges of the DCX signal (Sato tubeness filter), skeletonised
-together with the segmented somata. Every skeleton pixel belongs to the soma
-nearest to it *along the skeleton* (multi-source Dijkstra on skan's pixel
-graph), so a process that brushes a neighbour's soma stays with the soma it
-grows from. Features are measured on each cell's skeleton with skan and the
-layer frame, then staged by :class:`StagingRules` (Pluempe et al. 2006,
-BIOLOGY.md).
+Tracing
+    Processes are ridges of the DCX signal (Sato tubeness filter with a
+    noise-adaptive hysteresis threshold), skeletonised together with slightly
+    grown somata. skan turns the skeleton into a pixel graph in which every soma
+    is then one node, and the rest is cut into *branches*: runs of pixels between
+    branch points (junctions), somata and tips.
+Spurs
+    Skeletons of noisy masks grow 1-2 px side branches. Terminal branches
+    shorter than ``min_branch_um`` are pruned, repeatedly, so that a blunt tip's
+    little fork goes and its stem stays, before any tip, branch point or primary
+    process is counted; the root of a process at its soma is never a tip.
+Ownership
+    A process belongs to the soma it grows out of, not to every soma it touches,
+    so each cell's processes are followed outwards from its soma rather than
+    shared out by distance. A root is a branch leaving the soma pointing away from
+    its centre (one running along the soma's edge is passing by). At a junction
+    the walk goes on into every branch within ``max_turn_deg`` of its heading (a
+    fork), but not into a branch that merely continues another one in a straight
+    line (another cell's process crossing or passing), so a neighbour's process
+    that brushes this one is neither taken nor taken from it. Where a process
+    runs into another soma it goes on across it only in a straight line to a
+    branch on the far side; that branch is then the passing process's alone
+    unless it leaves the soma's centre just as straight, in which case both cells
+    keep it. A root hidden under a touching neighbour is found the same way from
+    the cell's own centre. A branch that joins two somata with no way on is split
+    at its midpoint. Stretches reached from no soma are not counted.
+Stages
+    :func:`stage_cells` applies :class:`StagingRules` (Pluempe et al. 2006,
+    BIOLOGY.md) and reports how close each call came to a threshold.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
-from scipy.sparse import coo_matrix, csgraph
+from scipy import sparse
+from scipy.sparse import csgraph
 from skan.csr import skeleton_to_csgraph
 from skimage import filters, measure, morphology, segmentation
 
 from .layers import LayerFrame
 
-__all__ = ["STAGE_GROUPS", "StagingRules", "process_features", "stage_cells"]
+__all__ = ["FEATURE_COLUMNS", "STAGE_GROUPS", "StagingRules", "process_features", "stage_cells"]
 
 STAGE_GROUPS = {"A": "proliferative", "B": "proliferative", "C": "intermediate",
                 "D": "intermediate", "E": "postmitotic", "F": "postmitotic"}
@@ -35,27 +59,62 @@ FEATURE_COLUMNS = ("process_length_um", "longest_path_um", "n_primary", "n_branc
 class StagingRules:
     """Thresholds of the stage rules; the defaults are BIOLOGY.md's typical cut-offs.
 
+    The rules are tried in order; the first that holds gives the stage:
+
+    1. A: ``longest_path_um < stub_um``;
+    2. F: the cell reaches the ML (``max_depth > ml_depth``) with at least
+       ``f_min_branch_points`` branch points or ``f_min_tips`` tips beyond ``ml_depth``;
+    3. E: reaches the ML with a branch point there;
+    4. D: reaches the ML;
+    5. B: the main process is tangential (``process_angle_deg > radial_max_angle_deg``),
+       or it is short (``longest_path_um < short_fraction * GCL thickness``) *and* ends
+       in the inner GCL (``max_depth < inner_gcl_depth``);
+    6. C: otherwise (a radial process that runs into the GCL but not into the ML).
+
+    Why B needs short *and* shallow: BIOLOGY.md defines C by where its process
+    goes (radially into the GCL) and B by its process being short or tangential.
+    Path length alone misjudges a radial process from a soma that already sits
+    some way into the GCL: 20 um of radial process from a soma at depth 0.3 end
+    half-way through the GCL, which is C, yet count as short against a 70 um
+    layer. A radial process is therefore B only when it is both short and stays
+    in the inner part of the GCL, the SGZ band and inner third where DCX somata
+    sit; ``inner_gcl_depth`` 0.4 is that third plus a little room for the depth
+    map's error. The synthetic generator draws C this way too (radial, ending at
+    depth 0.5-0.9, 14-35 um from an SGZ soma at 70 um thickness).
+
     Attributes
     ----------
     stub_um : float
         A: longest path from the soma shorter than this.
     short_fraction : float
         B: longest path shorter than this fraction of the GCL thickness...
+    inner_gcl_depth : float
+        ...while the cell stays shallower than this layer depth; or
     radial_max_angle_deg : float
-        ...or main process more than this far from the radial direction (tangential).
+        ...main process more than this far from the radial direction (tangential).
     ml_depth : float
-        Layer depth of the GCL/ML border; processes beyond it reach the ML.
+        Layer depth of the GCL/ML border; processes beyond it reach the ML. Give
+        the same value to :func:`process_features`, which counts the branch points
+        and tips beyond it.
+    f_min_branch_points, f_min_tips : int
+        F: at least this many branch points, or tips, beyond ``ml_depth``.
     """
 
     stub_um: float = 10.0
     short_fraction: float = 0.5
+    inner_gcl_depth: float = 0.4
     radial_max_angle_deg: float = 45.0
     ml_depth: float = 1.0
+    f_min_branch_points: int = 2
+    f_min_tips: int = 3
 
 
 def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
-                     ridge_sigma_um: float = 1.0, ridge_low_sd: float = 3.0, ridge_high_sd: float = 6.0,
-                     min_process_area_um2: float = 4.0, soma_reach_um: float = 1.5) -> pd.DataFrame:
+                     ridge_sigma_um: float = 1.25, ridge_low_sd: float = 2.5, ridge_high_sd: float = 5.0,
+                     min_process_area_um2: float = 4.0, soma_reach_um: float = 1.5, min_branch_um: float = 3.0,
+                     heading_um: float = 8.0, max_turn_deg: float = 60.0, max_through_turn_deg: float = 30.0,
+                     max_root_turn_deg: float = 45.0, tie_cosine: float = 0.05,
+                     ml_depth: float = 1.0) -> pd.DataFrame:
     """Trace the processes of every DCX soma and measure them.
 
     Parameters
@@ -67,26 +126,114 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
     frame : LayerFrame
         The section's layer frame (depth and radial direction).
     ridge_sigma_um : float
-        Scale of the tubeness filter: about half a dendrite's width.
+        Scale of the tubeness filter: about a dendrite's imaged half-width or more.
     ridge_low_sd, ridge_high_sd : float
         Hysteresis thresholds of the ridge response, in robust standard
         deviations above its median, so they adapt to each section's noise.
     min_process_area_um2 : float
         Smaller isolated ridge fragments are noise.
     soma_reach_um : float
-        Processes starting this close to a soma's edge belong to it.
+        Processes starting this close to a soma's edge touch it.
+    min_branch_um : float
+        Terminal branches shorter than this, from their tip to the branch point
+        or soma they hang from, are skeleton spurs and are pruned.
+    heading_um : float
+        Stretch of skeleton over which a branch's direction is taken; junctions
+        closer together than half of it are one junction.
+    max_turn_deg : float
+        Largest turn a process takes at a junction (a fork's branches, a bend).
+    max_through_turn_deg : float
+        Largest turn of a process running straight across a soma or a crossing.
+    max_root_turn_deg : float
+        A root points away from its soma's centre by at most this angle.
+    tie_cosine : float
+        How much straighter (in cosine) a process running across a soma must be
+        than one growing out of that soma's centre to be the passing cell's alone.
+    ml_depth : float
+        Layer depth beyond which branch points and tips count as in the ML; give
+        ``StagingRules.ml_depth``. Recorded in ``attrs["ml_depth"]`` of the result.
 
     Returns
     -------
     pandas.DataFrame
-        Indexed by soma label; columns ``FEATURE_COLUMNS``. Lengths in um;
-        ``max_depth`` is the deepest layer depth of soma or processes;
-        ``process_angle_deg`` the angle (0-90) between the line from soma to the
-        farthest process point and the local radial direction.
+        Indexed by soma label; columns ``FEATURE_COLUMNS``. Lengths in um along
+        the skeleton, from the soma's edge: ``process_length_um`` all of the
+        cell's processes, ``longest_path_um`` to its farthest point; ``n_primary``
+        the processes leaving the soma; ``n_branch_points`` and ``n_tips`` after
+        spur pruning, ``*_ml`` those beyond ``ml_depth``; ``max_depth`` the deepest
+        layer depth of soma centre or processes; ``process_angle_deg`` the angle
+        (0-90) between the line from the soma centre to the farthest process point
+        and the local radial direction.
     """
     px = frame.pixel_size_um
-    image = np.asarray(dcx, np.float32)
-    ridges = filters.sato(image, sigmas=[ridge_sigma_um / px], black_ridges=False)
+    labels = np.unique(somata[somata > 0])
+    features = pd.DataFrame(0.0, index=pd.Index(labels, name="cell_id"), columns=list(FEATURE_COLUMNS))
+    features.attrs["ml_depth"] = ml_depth
+    if len(labels) == 0:
+        return features
+    centroids = np.array([p.centroid for p in measure.regionprops(somata)])
+    soma_depth = frame.depth[tuple(np.round(centroids).astype(int).T)]
+    features["max_depth"] = soma_depth
+
+    processes = _ridge_mask(np.asarray(dcx, np.float32), pixel_size_um=px, sigma_um=ridge_sigma_um,
+                            low_sd=ridge_low_sd, high_sd=ridge_high_sd, min_area_um2=min_process_area_um2)
+    # The tubeness response dips where a thin process meets its bright soma;
+    # a slightly grown soma bridges that gap.
+    grown = segmentation.expand_labels(somata, distance=soma_reach_um / px)
+    skeleton = morphology.skeletonize(processes | (grown > 0))
+    graph = _SomaGraph.from_skeleton(skeleton, grown, labels=labels, centroids=centroids, pixel_size_um=px)
+    # The tubeness filter also answers to a soma's rim, out to about two filter
+    # scales, and the skeleton of that halo sticks out of the soma like a stub.
+    graph.prune_spurs(min_branch_um=min_branch_um, min_root_um=min_branch_um + 2 * ridge_sigma_um)
+    traces = graph.trace_cells(heading_um=heading_um, max_turn_deg=max_turn_deg,
+                               max_through_turn_deg=max_through_turn_deg, max_root_turn_deg=max_root_turn_deg,
+                               tie_cosine=tie_cosine)
+
+    dy, dx = frame.radial_direction()
+    for k, trace in enumerate(traces):
+        if len(trace.nodes) == 0:
+            continue
+        local, sub = graph.cell_graph(k, trace)
+        distance = csgraph.dijkstra(sub, directed=False, indices=0)
+        reached = np.isfinite(distance)
+        local, sub, distance = local[reached], sub[reached][:, reached], distance[reached]
+        if len(local) < 2:
+            continue
+        rows, cols = sparse.triu(sub).nonzero()
+        degree = np.diff(sub.indptr)
+        node_depth = frame.depth[tuple(graph.coords[local[1:]].astype(int).T)]
+        tips = np.flatnonzero(degree[1:] == 1)
+        # A fork in a 1 px skeleton is often a cluster of 2-3 adjacent degree-3 pixels.
+        junction = np.concatenate([[False], degree[1:] >= 3])
+        both = junction[rows] & junction[cols]
+        _, cluster = csgraph.connected_components(
+            sparse.coo_matrix((np.ones(both.sum()), (rows[both], cols[both])), shape=sub.shape), directed=False)
+        junction_clusters = np.unique(cluster[junction])
+        deepest = pd.Series(np.concatenate([[-np.inf], node_depth])[junction]).groupby(cluster[junction]).max()
+        n_primary, _ = csgraph.connected_components(sub[1:][:, 1:], directed=False)
+        far = local[np.argmax(distance)]
+        cy, cx = centroids[k]
+        vy, vx = graph.coords[far] - centroids[k]
+        ry, rx = dy[int(round(cy)), int(round(cx))], dx[int(round(cy)), int(round(cx))]
+        cosine = abs(vy * ry + vx * rx) / (np.hypot(vy, vx) + 1e-12)
+        features.iloc[k] = [
+            float(np.asarray(sub[rows, cols]).sum()),
+            float(distance.max()),
+            n_primary,
+            len(junction_clusters),
+            int((deepest > ml_depth).sum()),
+            len(tips),
+            int((node_depth[tips] > ml_depth).sum()),
+            max(float(soma_depth[k]), float(node_depth.max())),
+            float(np.degrees(np.arccos(np.clip(cosine, 0, 1)))),
+        ]
+    return features
+
+
+def _ridge_mask(image: np.ndarray, *, pixel_size_um: float, sigma_um: float, low_sd: float, high_sd: float,
+                min_area_um2: float) -> np.ndarray:
+    """Pixels on a bright tubular ridge (a process), by a noise-adaptive hysteresis threshold."""
+    ridges = filters.sato(image, sigmas=[sigma_um / pixel_size_um], black_ridges=False)
     # Noise statistics from imaged pixels only: zero-padded mosaic borders or
     # masked background would otherwise collapse the spread to 0.
     flat = ndi.maximum_filter(image, 3) == ndi.minimum_filter(image, 3)
@@ -94,95 +241,456 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
     median = np.median(imaged)
     spread = 1.4826 * np.median(np.abs(imaged - median)) + 1e-12
     # Hysteresis keeps a faint stretch of dendrite when it continues a clear one.
-    processes = filters.apply_hysteresis_threshold(ridges, median + ridge_low_sd * spread,
-                                                   median + ridge_high_sd * spread)
-    processes = morphology.remove_small_objects(processes, max_size=int(min_process_area_um2 / px**2))
-    # The tubeness response dips where a thin process meets its bright soma;
-    # a slightly grown soma bridges that gap.
-    grown = segmentation.expand_labels(somata, distance=soma_reach_um / px)
-    skeleton = morphology.skeletonize(processes | (grown > 0))
-
-    graph, coords = skeleton_to_csgraph(skeleton, spacing=px)
-    coords = np.stack(coords, axis=1).astype(int)
-    node_soma = grown[coords[:, 0], coords[:, 1]]
-    sources = np.flatnonzero(node_soma > 0)
-    labels = np.unique(somata[somata > 0])
-    features = pd.DataFrame(0.0, index=pd.Index(labels, name="cell_id"), columns=list(FEATURE_COLUMNS))
-    if len(labels) == 0:
-        return features
-    dy, dx = frame.radial_direction()
-    centroids = {p.label: p.centroid for p in measure.regionprops(somata)}
-    for label, (cy, cx) in centroids.items():
-        features.loc[label, "max_depth"] = frame.depth[int(round(cy)), int(round(cx))]
-    if len(sources) == 0:
-        return features
-
-    distance, _, nearest = csgraph.dijkstra(graph, directed=False, indices=sources,
-                                            min_only=True, return_predecessors=True)
-    owner = np.where(np.isfinite(distance), node_soma[np.maximum(nearest, 0)], 0)
-    owner[nearest < 0] = 0
-    outside = (node_soma == 0) & (owner > 0)
-    rows, cols = graph.nonzero()
-    upper = rows < cols
-    rows, cols, weights = rows[upper], cols[upper], np.asarray(graph[rows[upper], cols[upper]]).ravel()
-    degree = np.bincount(np.concatenate([rows, cols]), minlength=len(coords))
-
-    for label in labels:
-        mine = outside & (owner == label)
-        if not mine.any():
-            continue
-        nodes = np.flatnonzero(mine)
-        node_depth = frame.depth[coords[nodes, 0], coords[nodes, 1]]
-        inside_edges = mine[rows] & mine[cols]
-        touching = (mine[rows] | mine[cols]) & (owner[rows] == label) & (owner[cols] == label)
-        n_primary, _ = csgraph.connected_components(
-            _subgraph(rows[inside_edges], cols[inside_edges], nodes), directed=False)
-        tips = nodes[degree[nodes] == 1]
-        junction_mask = np.zeros(skeleton.shape, bool)
-        junctions = nodes[degree[nodes] >= 3]
-        junction_mask[coords[junctions, 0], coords[junctions, 1]] = True
-        junction_labels, n_junctions = ndi.label(junction_mask, structure=np.ones((3, 3)))
-        ml_junctions = np.unique(junction_labels[junction_mask & (frame.depth > 1.0)])
-        far = nodes[np.argmax(distance[nodes])]
-        cy, cx = centroids[label]
-        vy, vx = coords[far, 0] - cy, coords[far, 1] - cx
-        ry, rx = dy[int(round(cy)), int(round(cx))], dx[int(round(cy)), int(round(cx))]
-        cosine = abs(vy * ry + vx * rx) / (np.hypot(vy, vx) + 1e-12)
-        features.loc[label, list(FEATURE_COLUMNS)] = [
-            float(weights[touching].sum()),
-            float(distance[nodes].max()),
-            n_primary,
-            n_junctions,
-            len(ml_junctions[ml_junctions > 0]),
-            len(tips),
-            int((frame.depth[coords[tips, 0], coords[tips, 1]] > 1.0).sum()),
-            max(features.loc[label, "max_depth"], float(node_depth.max())),
-            float(np.degrees(np.arccos(np.clip(cosine, 0, 1)))),
-        ]
-    return features
+    mask = filters.apply_hysteresis_threshold(ridges, median + low_sd * spread, median + high_sd * spread)
+    return morphology.remove_small_objects(mask, max_size=int(min_area_um2 / pixel_size_um**2))
 
 
-def _subgraph(rows: np.ndarray, cols: np.ndarray, nodes: np.ndarray) -> coo_matrix:
-    """The graph of the edges (rows, cols) renumbered onto ``nodes`` (sorted)."""
-    r, c = np.searchsorted(nodes, rows), np.searchsorted(nodes, cols)
-    return coo_matrix((np.ones(len(r)), (r, c)), shape=(len(nodes), len(nodes)))
+class _SomaGraph:
+    """The skeleton as a graph: process pixels are nodes ``0 .. n_process - 1``; soma
+    ``k`` (of the sorted labels) is the single node ``n_process + k``, placed at its
+    centroid. Edges are stored once each, ``rows < cols``, with their length in um,
+    so an edge to a soma always has the soma in ``cols``. ``touching`` lists the
+    pairs of somata whose grown outlines touch, both ways round; ``soma_radius``
+    is each soma's equivalent radius in px.
+    """
+
+    def __init__(self, coords: np.ndarray, n_process: int, edges: tuple[np.ndarray, np.ndarray, np.ndarray], *,
+                 touching: np.ndarray, soma_radius: np.ndarray, pixel_size_um: float) -> None:
+        self.coords, self.n_process, self.pixel_size_um = coords, n_process, pixel_size_um
+        self.rows, self.cols, self.weights = edges
+        self.touching, self.soma_radius = touching, soma_radius
+        self._adjacency: sparse.csr_matrix | None = None
+
+    @classmethod
+    def from_skeleton(cls, skeleton: np.ndarray, grown: np.ndarray, *, labels: np.ndarray,
+                      centroids: np.ndarray, pixel_size_um: float) -> _SomaGraph:
+        """Build the graph; ``grown`` labels the skeleton pixels that are soma."""
+        soma_radius = np.sqrt(np.bincount(np.searchsorted(labels, grown[grown > 0]), minlength=len(labels)) / np.pi)
+        pairs = np.concatenate([np.stack([a[(a > 0) & (b > 0) & (a != b)], b[(a > 0) & (b > 0) & (a != b)]])
+                                for a, b in ((grown[:, :-1], grown[:, 1:]), (grown[:-1], grown[1:]))], axis=1)
+        pairs = np.searchsorted(labels, pairs)
+        touching = np.unique(np.concatenate([pairs, pairs[::-1]], axis=1), axis=1)
+        somata = dict(touching=touching, soma_radius=soma_radius, pixel_size_um=pixel_size_um)
+        if not skeleton.any():
+            return cls(centroids.astype(float), 0, (np.zeros(0, int), np.zeros(0, int), np.zeros(0)), **somata)
+
+        pixel_graph, pixel_coords = skeleton_to_csgraph(skeleton, spacing=pixel_size_um)
+        pixel_coords = np.stack(pixel_coords, axis=1).astype(int)
+        upper = sparse.triu(pixel_graph).tocoo()
+        r, c, w = upper.row, upper.col, upper.data
+        (ry, rx), (cy, cx) = pixel_coords[r].T, pixel_coords[c].T
+        # skan links all 8 neighbours, so a staircase corner makes a triangle and
+        # a false degree-3 pixel; drop the diagonal where an L-path exists.
+        diagonal = (ry != cy) & (rx != cx)
+        keep = ~(diagonal & (skeleton[ry, cx] | skeleton[cy, rx]))
+        r, c, w = r[keep], c[keep], w[keep]
+
+        soma_label = grown[tuple(pixel_coords.T)]
+        is_process = soma_label == 0
+        n_process = int(is_process.sum())
+        node = np.where(is_process, np.cumsum(is_process) - 1, n_process + np.searchsorted(labels, soma_label))
+        u, v = node[r], node[c]
+        u, v = np.minimum(u, v), np.maximum(u, v)
+        # The skeleton inside a soma is no process, nor is a link between two touching somata.
+        keep = (u != v) & (u < n_process)
+        u, v, w = u[keep], v[keep], w[keep]
+        # Several soma pixels can touch one process pixel: keep the shortest link.
+        order = np.lexsort((w, v, u))
+        u, v, w = u[order], v[order], w[order]
+        first = np.ones(len(u), bool)
+        first[1:] = (u[1:] != u[:-1]) | (v[1:] != v[:-1])
+        coords = np.concatenate([pixel_coords[is_process], centroids]).astype(float)
+        return cls(coords, n_process, (u[first], v[first], w[first]), **somata)
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.coords)
+
+    def degree(self) -> np.ndarray:
+        """Skeleton neighbours per node, a soma counting as one."""
+        return np.bincount(np.concatenate([self.rows, self.cols]), minlength=self.n_nodes)
+
+    def adjacency(self) -> sparse.csr_matrix:
+        """Symmetric matrix of edge lengths (um)."""
+        if self._adjacency is None:
+            self._adjacency = sparse.csr_matrix(
+                (np.r_[self.weights, self.weights], (np.r_[self.rows, self.cols], np.r_[self.cols, self.rows])),
+                shape=(self.n_nodes, self.n_nodes))
+        return self._adjacency
+
+    def components(self, mask: np.ndarray) -> np.ndarray:
+        """Component of every node over the edges joining two ``mask`` nodes."""
+        inside = mask[self.rows] & mask[self.cols]
+        return csgraph.connected_components(sparse.coo_matrix(
+            (np.ones(inside.sum()), (self.rows[inside], self.cols[inside])),
+            shape=(self.n_nodes, self.n_nodes)), directed=False)[1]
+
+    def prune_spurs(self, *, min_branch_um: float, min_root_um: float, max_rounds: int = 5) -> None:
+        """Remove terminal branches shorter than ``min_branch_um`` from tip to branch
+        point, or than ``min_root_um`` from tip to soma."""
+        for _ in range(max_rounds):
+            degree = self.degree()
+            # Chains: process nodes that are neither branch points nor soma; each
+            # connected run of them is one branch between its two ends.
+            chain = (np.arange(self.n_nodes) < self.n_process) & (degree <= 2)
+            run = self.components(chain)
+            n_runs = run.max() + 1
+            inside = chain[self.rows] & chain[self.cols]
+            tips = np.bincount(run[chain & (degree == 1)], minlength=n_runs)
+            attach = chain[self.rows] ^ chain[self.cols]
+            attach_run = run[np.where(chain[self.rows], self.rows, self.cols)[attach]]
+            n_attach = np.bincount(attach_run, minlength=n_runs)
+            to_soma = np.bincount(attach_run, self.cols[attach] >= self.n_process, minlength=n_runs) > 0
+            length = (np.bincount(run[self.rows[inside]], self.weights[inside], minlength=n_runs)
+                      + np.bincount(attach_run, self.weights[attach], minlength=n_runs))
+            spur = (tips == 1) & (n_attach == 1) & (length < np.where(to_soma, min_root_um, min_branch_um))
+            # Isolated pixels (degree 0) are left over by earlier rounds.
+            drop = chain & (spur[run] | (degree == 0))
+            if not drop.any():
+                return
+            keep_node = ~drop
+            new = np.cumsum(keep_node) - 1
+            keep = keep_node[self.rows] & keep_node[self.cols]
+            self.rows, self.cols, self.weights = new[self.rows[keep]], new[self.cols[keep]], self.weights[keep]
+            self.n_process -= int(drop[: self.n_process].sum())
+            self.coords = self.coords[keep_node]
+            self._adjacency = None
+
+    def cell_graph(self, soma: int, trace: _Trace) -> tuple[np.ndarray, sparse.csr_matrix]:
+        """The soma and its process nodes (``local``, soma first) and their adjacency,
+        with the joins the cell's processes make over other somata."""
+        local = np.concatenate([[self.n_process + soma], trace.nodes])
+        sub = self.adjacency()[local][:, local]
+        if trace.through:
+            a, b, w = (np.array(column) for column in zip(*trace.through))
+            position = np.full(self.n_nodes, -1)
+            position[local] = np.arange(len(local))
+            a, b = position[a], position[b]
+            ok = (a >= 0) & (b >= 0)
+            a, b, w = a[ok], b[ok], w[ok]
+            sub = sub + sparse.csr_matrix((np.r_[w, w], (np.r_[a, b], np.r_[b, a])), shape=sub.shape)
+        return local, sub
+
+    def trace_cells(self, *, heading_um: float, max_turn_deg: float, max_through_turn_deg: float,
+                    max_root_turn_deg: float, tie_cosine: float) -> list[_Trace]:
+        """Follow every soma's processes outwards (see the module docstring)."""
+        branches = _Branches(self, heading_um=heading_um)
+        cos_max = float(np.cos(np.radians(max_turn_deg)))
+        cos_through = float(np.cos(np.radians(max_through_turn_deg)))
+        cos_root = float(np.cos(np.radians(max_root_turn_deg)))
+        n_soma = self.n_nodes - self.n_process
+        # A first pass finds the processes that run over a soma; the ends they use
+        # there are then no roots of that soma's own.
+        claimed: set[int] = set()
+        for soma in range(n_soma):
+            claimed |= branches.walk(soma, cos_max=cos_max, cos_through=cos_through, cos_root=cos_root,
+                                     tie_cosine=tie_cosine, skip=set()).claims
+        return [branches.walk(soma, cos_max=cos_max, cos_through=cos_through, cos_root=cos_root,
+                              tie_cosine=tie_cosine, skip=claimed)
+                for soma in range(n_soma)]
+
+
+@dataclass
+class _Trace:
+    """One cell's share of the skeleton: its process nodes, the joins it makes over
+    other somata (node pairs and their length in um) and the ends it claims there."""
+
+    nodes: np.ndarray
+    through: list[tuple[int, int, float]]
+    claims: set[int]
+
+
+class _Branches:
+    """The process skeleton cut into branches: runs of pixels between branch points
+    (junctions: clusters of pixels with 3 or more neighbours), somata and tips.
+
+    Each branch has up to two *ends*, each attached to a junction or a soma, with
+    the direction leaving that attachment along the branch.
+    """
+
+    def __init__(self, graph: _SomaGraph, *, heading_um: float) -> None:
+        self.graph, self.heading_um = graph, heading_um
+        n_process, rows, cols = graph.n_process, graph.rows, graph.cols
+        degree = graph.degree()
+        is_process = np.arange(graph.n_nodes) < n_process
+        junction = is_process & (degree >= 3)
+        # Two processes crossing at a shallow angle make two branch points joined by
+        # a stub; a stub shorter than half a heading is part of one junction.
+        chain = is_process & ~junction
+        run = graph.components(chain)
+        link = chain[rows] ^ chain[cols]
+        link_run = run[np.where(chain[rows], rows, cols)[link]]
+        to_junction = np.bincount(link_run, (np.where(chain[rows], cols, rows)[link] < n_process), graph.n_nodes)
+        n_links = np.bincount(link_run, minlength=graph.n_nodes)
+        inside = chain[rows] & chain[cols]
+        length = np.bincount(run[rows[inside]], graph.weights[inside], minlength=graph.n_nodes)
+        stub = (n_links == 2) & (to_junction == 2) & (length < 0.5 * heading_um)
+        junction |= chain & stub[run]
+        chain = is_process & ~junction
+        self.run = graph.components(chain)
+        self.junction_of = graph.components(junction)
+        n_junctions = self.junction_of.max() + 1
+        junction_size = np.bincount(self.junction_of[junction], minlength=n_junctions)
+        self.junction_centre = np.stack([np.bincount(self.junction_of[junction], graph.coords[junction, i],
+                                                     n_junctions) for i in (0, 1)], axis=1) \
+            / np.maximum(junction_size, 1)[:, None]
+
+        # Ends: a chain pixel linked to a junction pixel or a soma. A target is a
+        # junction id, or -1 - soma for a soma.
+        attach = chain[rows] ^ chain[cols]
+        end_node = np.where(chain[rows], rows, cols)[attach]
+        other = np.where(chain[rows], cols, rows)[attach]
+        target = np.where(other < n_process, self.junction_of[other], -1 - (other - n_process))
+        key = np.unique(np.stack([end_node, target]), axis=1)
+        self.end_node, self.end_target = key
+        self.end_run = self.run[self.end_node]
+        self.end_position = np.where((self.end_target >= 0)[:, None],
+                                     self.junction_centre[np.maximum(self.end_target, 0)],
+                                     graph.coords[self.end_node])
+        # A junction pixel touching a soma directly roots the junction's branches there.
+        direct = junction[rows] & (cols >= n_process)
+        self.soma_junctions = np.stack([self.junction_of[rows[direct]], cols[direct] - n_process])
+
+        inside = chain[rows] & chain[cols]
+        self.run_length = np.bincount(self.run[rows[inside]], graph.weights[inside], minlength=graph.n_nodes)
+        # Direction of each end: along its branch, from a third of heading_um out
+        # (the skeleton kinks where it meets a junction) to the farthest pixel within
+        # heading_um, each pixel counting for the nearer end of its branch.
+        chain_graph = graph.adjacency()[chain][:, chain]
+        chain_index = np.flatnonzero(chain)
+        position = np.searchsorted(chain_index, self.end_node)
+        sources = np.unique(position)
+        distance, _, source = csgraph.dijkstra(chain_graph, directed=False, indices=sources, limit=heading_um,
+                                               min_only=True, return_predecessors=True)
+        reached = np.flatnonzero(np.isfinite(distance))
+        near, far = np.full(len(chain_index), -1), np.full(len(chain_index), -1)
+        for pick, rank in ((far, distance[reached]), (near, -np.abs(distance[reached] - heading_um / 3))):
+            order = np.lexsort((rank, source[reached]))
+            last = np.r_[source[reached][order][1:] != source[reached][order][:-1], True][: len(reached)]
+            pick[source[reached][order][last]] = reached[order][last]
+        far_point = graph.coords[chain_index[far[position]]]
+        near_point = np.where((near[position] == far[position])[:, None], self.end_position,
+                              graph.coords[chain_index[near[position]]])
+        direction = far_point - near_point
+        self.end_direction = direction / (np.linalg.norm(direction, axis=1, keepdims=True) + 1e-12)
+        # Nearest end of every chain pixel, to split a branch that joins two somata.
+        _, _, nearest = csgraph.dijkstra(chain_graph, directed=False, indices=sources, min_only=True,
+                                         return_predecessors=True)
+        self.nearest_end_node = np.where(nearest >= 0, chain_index[np.maximum(nearest, 0)], -1)
+        self.chain_index = chain_index
+
+        order = np.argsort(self.end_run, kind="stable")
+        self.ends_of_run = np.split(order, np.searchsorted(self.end_run[order], np.arange(1, graph.n_nodes)))
+        order = np.argsort(self.end_target, kind="stable")
+        targets, starts = np.unique(self.end_target[order], return_index=True)
+        self._ends_at = dict(zip(targets.tolist(), np.split(order, starts[1:])))
+        counts = np.bincount(self.run[chain_index], minlength=graph.n_nodes)
+        self.run_nodes = np.split(chain_index[np.argsort(self.run[chain_index], kind="stable")],
+                                  np.cumsum(counts)[:-1])
+        self.junction_nodes = np.split(np.flatnonzero(junction)[np.argsort(self.junction_of[junction], kind="stable")],
+                                       np.cumsum(junction_size)[:-1])
+
+    def ends_at(self, target: int) -> np.ndarray:
+        """The ends attached to junction ``target`` (>= 0) or soma ``-1 - target``."""
+        return self._ends_at.get(target, np.zeros(0, int))
+
+    def _leave_junction(self, junction: int, arrival: int, heading: np.ndarray, *,
+                        cos_max: float, cos_through: float) -> list[int]:
+        """The branches a walk arriving at ``junction`` along ``heading`` goes on into.
+
+        Only branches within the allowed turn, and not one that continues another
+        branch of the junction in a straight line (another process crossing this
+        one), unless it is the straightest way on and turns less than a crossing.
+        """
+        others = np.array([e for e in self.ends_at(junction) if e != arrival], int)
+        if len(others) == 0:
+            return []
+        directions = self.end_direction[others]
+        alignment = directions @ heading
+        forward = alignment > cos_max
+        if not forward.any():
+            return []
+        crossing = ((directions @ directions.T) < -cos_through).any(axis=1)
+        keep = forward & ~crossing
+        # Joining a straight line through the junction (a process arriving at the
+        # side of another's) goes on along it only on a nearly straight course.
+        best = int(np.argmax(alignment))
+        keep[best] = alignment[best] > (cos_through if crossing[best] else cos_max)
+        return [int(e) for e in others[keep]]
+
+    def _across(self, soma: int, start: np.ndarray, heading: np.ndarray | None, *, arrival: int, cos_through: float,
+                tie_cosine: float) -> tuple[int, bool]:
+        """Where a process reaching ``soma`` at ``start`` along ``heading`` (or hidden
+        under it from ``start`` on) leaves it again: the end of ``soma`` on a straight
+        course from ``start``, or -1. Such an end is the passing process's alone
+        (exclusive) when it lines up with the course better, by ``tie_cosine``, than
+        with a process growing out of ``soma``'s centre; near a tie both share it.
+        """
+        centre = self.graph.coords[self.graph.n_process + soma]
+        best, best_score, best_own = -1, cos_through, 1.0
+        for end in self.ends_at(-1 - soma):
+            chord = _unit(self.end_position[end] - start)
+            if end == arrival or chord @ (centre - start) <= 0:
+                continue
+            score = min(chord @ self.end_direction[end], 1.0 if heading is None else chord @ heading)
+            own = _unit(self.end_position[end] - centre) @ self.end_direction[end]
+            if score > best_score and score > own - tie_cosine:
+                best, best_score, best_own = end, score, own
+        return best, best >= 0 and best_score > best_own + tie_cosine
+
+    def walk(self, soma: int, *, cos_max: float, cos_through: float, cos_root: float, tie_cosine: float,
+             skip: set[int]) -> _Trace:
+        """The branches reached from ``soma`` without turning by more than the
+        allowed angle at a junction, and across other somata in a straight line."""
+        graph = self.graph
+        centre = graph.coords[graph.n_process + soma]
+        stack = []
+        # A process leaves its soma pointing away from the soma's centre; one that
+        # only runs along the soma's edge is passing by.
+        for end in self.ends_at(-1 - soma):
+            if end not in skip and _unit(self.end_position[end] - centre) @ self.end_direction[end] > cos_root:
+                stack.append((end, self.end_direction[end]))
+        seen_runs, junctions, halves, through, claims = set(), set(), [], [], set()
+        # A process can be hidden where it leaves its soma by a touching neighbour
+        # and show only on that neighbour's far side.
+        for neighbour in graph.touching[1, graph.touching[0] == soma]:
+            end, exclusive = self._across(neighbour, centre, None, arrival=-1, cos_through=cos_through,
+                                          tie_cosine=tie_cosine)
+            if end >= 0:
+                stack.append((end, self.end_direction[end]))
+                gap_px = np.linalg.norm(self.end_position[end] - centre) - graph.soma_radius[soma]
+                through.append((graph.n_process + soma, self.end_node[end], max(gap_px, 1.0) * graph.pixel_size_um))
+                if exclusive:
+                    claims.add(end)
+        for junction in self.soma_junctions[0, self.soma_junctions[1] == soma]:
+            heading = _unit(self.junction_centre[junction] - centre)
+            leaving = [(end, self.end_direction[end]) for end in self.ends_at(junction)
+                       if self.end_direction[end] @ heading > cos_root]
+            if leaving:
+                junctions.add(junction)
+                stack += leaving
+        while stack:
+            end, heading = stack.pop()
+            run = self.end_run[end]
+            if run in seen_runs:
+                continue
+            seen_runs.add(run)
+            partner = [e for e in self.ends_of_run[run] if e != end]
+            if not partner:
+                continue  # the branch ends in a tip
+            arrival = partner[0]
+            # A short branch (a link between two close junctions) has no direction
+            # of its own; the heading carries over it.
+            if self.run_length[run] >= 0.5 * self.heading_um:
+                heading = -self.end_direction[arrival]
+            target = self.end_target[arrival]
+            if target >= 0:
+                junctions.add(target)
+                stack += [(e, self.end_direction[e]) for e in
+                          self._leave_junction(target, arrival, heading, cos_max=cos_max, cos_through=cos_through)]
+                continue
+            other_soma = -1 - target
+            if other_soma == soma:
+                continue
+            best, exclusive = self._across(other_soma, self.end_position[arrival], heading, arrival=arrival,
+                                           cos_through=cos_through, tie_cosine=tie_cosine)
+            if best < 0:
+                halves.append((run, self.end_node[end]))
+                seen_runs.discard(run)
+                continue
+            through.append((self.end_node[arrival], self.end_node[best],
+                            np.linalg.norm(self.end_position[best] - self.end_position[arrival]) * graph.pixel_size_um))
+            if exclusive:
+                claims |= {arrival, best}
+            stack.append((best, self.end_direction[best]))
+        parts = [self.run_nodes[r] for r in seen_runs] + [self.junction_nodes[j] for j in junctions]
+        for run, near in halves:
+            nodes = self.run_nodes[run]
+            parts.append(nodes[self.nearest_end_node[np.searchsorted(self.chain_index, nodes)] == near])
+        nodes = np.unique(np.concatenate(parts)) if parts else np.zeros(0, int)
+        return _Trace(nodes, through, claims)
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / (np.linalg.norm(vector) + 1e-12)
 
 
 def stage_cells(features: pd.DataFrame, *, gcl_thickness_um: float,
                 rules: StagingRules = StagingRules()) -> pd.DataFrame:
-    """Stage A-F and stage group for each cell from its process features."""
-    length = features["longest_path_um"]
-    reaches_ml = features["max_depth"] > rules.ml_depth
-    branches_ml = features["n_branch_points_ml"]
-    tangential = features["process_angle_deg"] > rules.radial_max_angle_deg
-    short = length < rules.short_fraction * gcl_thickness_um
-    stage = np.select(
-        [length < rules.stub_um,
-         reaches_ml & ((branches_ml >= 2) | (features["n_tips_ml"] >= 3)),
-         reaches_ml & (branches_ml == 1),
-         reaches_ml,
-         short | tangential],
-        ["A", "F", "E", "D", "B"], default="C")
-    out = pd.DataFrame({"stage": stage}, index=features.index)
+    """Stage A-F, stage group and stage margin of each cell from its process features.
+
+    Parameters
+    ----------
+    features : pandas.DataFrame
+        ``FEATURE_COLUMNS`` per cell (as from :func:`process_features`).
+    gcl_thickness_um : float
+        GCL thickness, the scale of the B rule's "short".
+    rules : StagingRules
+        The thresholds; see :class:`StagingRules` for the rules.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed like ``features``: ``stage`` (A-F), ``stage_group``
+        (proliferative, intermediate, postmitotic) and ``stage_margin``, how far
+        the cell is from the nearest threshold that would change its stage. Each
+        comparison's distance is a fraction: a length, angle or count as a fraction
+        of its threshold (counts are integers, so their border lies half a count
+        below the threshold), a layer depth in GCL thicknesses. The margin is the
+        smallest distance over the comparisons that decided the call: the rule that
+        gave the stage and every earlier rule that did not hold (an "and" is as
+        far from flipping as its nearest part when it holds, its farthest when it
+        does not; an "or" the other way round). 0 means on a border; a stage that
+        hangs on one spurious branch point has a margin of a quarter to a half.
+
+    Warns
+    -----
+    UserWarning
+        When ``features`` were counted in the ML beyond another depth
+        (``attrs["ml_depth"]``) than ``rules.ml_depth``.
+    """
+    measured_at = features.attrs.get("ml_depth", rules.ml_depth)
+    if measured_at != rules.ml_depth:
+        warnings.warn(f"branch points and tips were counted beyond depth {measured_at}, the rules use "
+                      f"ml_depth={rules.ml_depth}; pass ml_depth=rules.ml_depth to process_features",
+                      stacklevel=2)
+    # Signed distances: positive where a comparison holds, negative where it fails.
+    length = features["longest_path_um"].to_numpy(float)
+    depth = features["max_depth"].to_numpy(float)
+    short_um = rules.short_fraction * gcl_thickness_um
+    stub = (rules.stub_um - length) / rules.stub_um
+    reaches_ml = depth - rules.ml_depth
+    branched = _at_least(features["n_branch_points_ml"], 1)
+    many = np.maximum(_at_least(features["n_branch_points_ml"], rules.f_min_branch_points),
+                      _at_least(features["n_tips_ml"], rules.f_min_tips))
+    tangential = (features["process_angle_deg"].to_numpy(float) - rules.radial_max_angle_deg) \
+        / rules.radial_max_angle_deg
+    short_and_shallow = np.minimum((short_um - length) / short_um, rules.inner_gcl_depth - depth)
+    conditions = {
+        "A": stub,
+        "F": np.minimum(reaches_ml, many),
+        "E": np.minimum(reaches_ml, branched),
+        "D": reaches_ml,
+        "B": np.maximum(tangential, short_and_shallow),
+        "C": np.full(len(features), np.inf),
+    }
+    stage = np.full(len(features), "", dtype=object)
+    margin = np.full(len(features), np.inf)
+    # Every earlier rule must keep failing, so the margin is the nearest of their
+    # distances and the deciding rule's own; the comparisons are strict, so a
+    # value exactly on a threshold (distance 0) fails its rule.
+    failed_so_far = np.full(len(features), np.inf)
+    for name, holds in conditions.items():
+        decided = (stage == "") & (holds > 0)
+        stage[decided] = name
+        margin[decided] = np.minimum(failed_so_far, holds)[decided]
+        failed_so_far = np.minimum(failed_so_far, -holds)
+    out = pd.DataFrame({"stage": stage.astype(str)}, index=features.index)
     out["stage_group"] = out["stage"].map(STAGE_GROUPS)
+    out["stage_margin"] = margin
     return out
+
+
+def _at_least(count: pd.Series, threshold: int) -> np.ndarray:
+    """Signed distance of ``count >= threshold``; the border lies half a count below."""
+    return (count.to_numpy(float) - (threshold - 0.5)) / threshold

@@ -15,7 +15,7 @@ from skimage.measure import regionprops_table
 
 from .io import Section, match_channels
 from .layers import LayerFrame, find_layer_frame
-from .morphology import FEATURE_COLUMNS, StagingRules, process_features, stage_cells
+from .morphology import StagingRules, process_features, stage_cells
 from .segment import kind_of_marker, load_engine
 from .study import STAGES
 
@@ -153,7 +153,7 @@ def count_section(section: Section, *, settings: CountSettings = CountSettings()
     frame = find_layer_frame(labels["neun" if "neun" in labels else "dapi"], pixel_size_um=px)
 
     step("morphology")
-    features = process_features(images["dcx"], labels["dcx"], frame)
+    features = process_features(images["dcx"], labels["dcx"], frame, ml_depth=settings.staging.ml_depth)
     stages = stage_cells(features, gcl_thickness_um=frame.thickness_um, rules=settings.staging)
 
     step("tables")

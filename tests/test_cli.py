@@ -6,7 +6,6 @@ import json
 import os
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 import tifffile
@@ -123,7 +122,6 @@ def test_a_bad_section_is_reported_and_the_rest_is_counted(good_section, tmp_pat
     code = main(["count", str(sheet), "--out", str(tmp_path / "out")])
     assert code == 1
     _, sections, animals = _tables(tmp_path / "out")
-    status = sections.set_index("section").groupby("animal")["status"]
     by_path = sections.set_index(sections["path"].map(os.path.basename))["status"]
     assert by_path["good.ome.tif"] == "ok"
     assert "nopixel.ome.tif" in by_path["nopixel.ome.tif"] and "--pixel-size-um" in by_path["nopixel.ome.tif"]

@@ -6,9 +6,9 @@ Three kinds of ground truth:
   blurred processes drawn with skimage.draw.line_aa, and a hand-built LayerFrame whose
   depth is linear in y (radial direction +y), so every expected number is known;
 * a hand-written features table for the stage rules, with rows inside each rule and on
-  each threshold;
+  each threshold, and the stage margins they give;
 * synthetic sections (dcxcount.synth) with their true somata and a frame from the true
-  NeuN labels; the stage confusion is only held to a loose bar here.
+  NeuN labels, held to the stage and group accuracy measured on them.
 """
 
 from __future__ import annotations
@@ -126,18 +126,15 @@ def bipolar_cell(seed):
 
 def test_bipolar_tangential_cell():
     f = bipolar_cell(0).features().loc[1]
-    assert f["n_primary"] >= 2  # exactly 2 is the xfail below
+    assert f["n_primary"] == 2
     assert_length(f["longest_path_um"], 20.0)  # measured 18.5-21.3 over 10 noise draws
     assert f["process_length_um"] == pytest.approx(35.0, abs=5.0)  # measured 33-39.4
     assert f["process_angle_deg"] > 60
     assert stage_cells(pd.DataFrame([f]), gcl_thickness_um=THICKNESS_UM)["stage"].iloc[0] == "B"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG morphology.py:99,134 (no spur pruning): 1-2 px skeleton stubs poking out of the "
-    "grown soma count as primary processes; a bipolar cell with two processes gets "
-    "n_primary 2, 3 or 4 (noise draws 0-4: 3, 2, 2, 4, 3)."))
 def test_bipolar_cell_has_exactly_two_primaries():
+    # Skeleton stubs poking out of the soma (its tubeness halo) are pruned, not primaries.
     counts = [bipolar_cell(seed).features().loc[1, "n_primary"] for seed in range(5)]
     assert counts == [2] * 5, counts
 
@@ -151,8 +148,6 @@ def fork_cell(seed):
 
 
 def test_fork_beyond_ml_border_counts_one_branch_point_and_two_tips():
-    # Noise draw 1 gives a clean skeleton; draws 0, 3, 5 add a 1-px spur at a tip (see
-    # test_unbranched_process_has_no_spurious_branches for that bug).
     f = fork_cell(seed=1).features().loc[1]
     assert f["n_branch_points_ml"] == 1
     assert f["n_tips_ml"] == 2
@@ -171,12 +166,8 @@ def test_fork_in_ml_is_found_on_every_noise_draw(seed):
     assert stage_cells(pd.DataFrame([f]), gcl_thickness_um=THICKNESS_UM)["stage"].iloc[0] in ("E", "F")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG morphology.py:99,134-141 (no spur pruning): skeletonize leaves 1-2 px spurs where "
-    "noise roughens the process mask, mostly at blunt tips; they count as branch points and "
-    "tips. A straight unbranched 60 um process crossing into the ML gets n_tips 2 / "
-    "n_branch_points_ml 1 on 4 of 8 noise draws (1, 4, 6, 7) and is staged E instead of D."))
 def test_unbranched_process_has_no_spurious_branches():
+    # 1-2 px skeleton spurs at a noisy blunt tip are pruned before counting.
     outcomes = []
     for seed in range(8):
         f = radial_cell(seed, length=60.0).features().loc[1]  # tip at d = 1.25
@@ -207,18 +198,58 @@ def test_process_passing_a_soma_at_a_distance_stays_with_its_own():
     assert f.loc[2, "longest_path_um"] < StagingRules().stub_um
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG morphology.py:116-119: ownership is the nearest soma ALONG THE SKELETON "
-    "(multi-source Dijkstra), so a process that brushes a neighbour's (grown) soma is cut "
-    "there and everything beyond goes to the neighbour - the opposite of what the module "
-    "docstring promises. Cell 1's 60 um process passing 2.5 um from cell 2's edge: "
-    "cell 1 gets 9 um (stage A), cell 2 gets ~40 um reaching the ML (stage D)."))
 def test_process_brushing_a_neighbour_soma_stays_with_its_own():
     scene = (Scene(0).soma(1, 30.0, 40.0).process((35.0, 40.0), (95.0, 40.0))
              .soma(2, 55.0, 46.5))
     f = scene.features()
     assert_length(f.loc[1, "longest_path_um"], 60.0)
     assert f.loc[2, "longest_path_um"] < StagingRules().stub_um
+
+
+@pytest.mark.parametrize("offset_um", [2.5, 3.5])
+def test_process_running_over_a_neighbour_soma_stays_with_its_own(offset_um):
+    # Cell 2 (8 x 10 um) sits on cell 1's process, its centre offset_um to one side:
+    # the process runs across it on a straight course, so it is cell 1's alone.
+    for seed in range(3):
+        f = (Scene(seed).soma(1, 30.0, 40.0).process((35.0, 40.0), (95.0, 40.0))
+             .soma(2, 55.0, 40.0 + offset_um)).features()
+        assert_length(f.loc[1, "longest_path_um"], 60.0)  # measured 58.0-59.9
+        assert f.loc[2, "longest_path_um"] < StagingRules().stub_um  # measured 0
+
+
+def test_process_over_the_middle_of_a_neighbour_soma_is_shared():
+    # Across the very centre of cell 2 the process could as well grow out of it: cell 1
+    # keeps its whole length and cell 2 keeps the far stretch (measured 33-35 um).
+    f = (Scene(0).soma(1, 30.0, 40.0).process((35.0, 40.0), (95.0, 40.0))
+         .soma(2, 55.0, 40.0)).features()
+    assert_length(f.loc[1, "longest_path_um"], 60.0)
+    assert_length(f.loc[2, "longest_path_um"], 35.0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_crossing_processes_keep_their_own_course(seed):
+    # Two processes crossing at ~60 deg: no branch point, one tip each, each its own length
+    # (67 and 72 um; 8-connected skeleton paths run a few percent long on slopes).
+    f = (Scene(seed).soma(1, 30.0, 30.0).process((35.0, 30.0), (95.0, 60.0))
+         .soma(2, 30.0, 90.0).process((35.0, 90.0), (95.0, 50.0))).features()
+    assert (f["n_branch_points"] == 0).all() and (f["n_tips"] == 1).all()
+    assert f.loc[1, "longest_path_um"] == pytest.approx(math.hypot(60, 30), rel=0.15)  # measured 70.8-74.6
+    assert f.loc[2, "longest_path_um"] == pytest.approx(math.hypot(60, 40), rel=0.15)  # measured 74.6-77.0
+
+
+def test_ml_counts_follow_ml_depth():
+    # The fork lies at d = 1.17 and its tips at d = 1.46: beyond 1.0, short of 1.5, where
+    # the cell no longer reaches the ML at all.
+    image, somata = (scene := fork_cell(seed=1)).image(), scene.somata
+    default = process_features(image, somata, linear_frame()).loc[1]
+    deeper = process_features(image, somata, linear_frame(), ml_depth=1.5)
+    assert (default["n_branch_points_ml"], default["n_tips_ml"]) == (1, 2)
+    assert (deeper.loc[1, "n_branch_points_ml"], deeper.loc[1, "n_tips_ml"]) == (0, 0)
+    assert deeper.attrs["ml_depth"] == 1.5
+    rules = StagingRules(ml_depth=1.5)
+    assert stage_cells(deeper, gcl_thickness_um=THICKNESS_UM, rules=rules)["stage"].iloc[0] == "C"
+    with pytest.warns(UserWarning, match="ml_depth"):
+        stage_cells(deeper, gcl_thickness_um=THICKNESS_UM)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -284,6 +315,7 @@ def test_clear_rows_get_their_stage_and_group():
 def test_default_rules_are_the_biology_cutoffs():
     rules = StagingRules()
     assert (rules.stub_um, rules.short_fraction, rules.radial_max_angle_deg, rules.ml_depth) == (10.0, 0.5, 45.0, 1.0)
+    assert (rules.inner_gcl_depth, rules.f_min_branch_points, rules.f_min_tips) == (0.4, 2, 3)
 
 
 # (row, expected stage, why): every comparison in stage_cells is strict, so a value right
@@ -291,8 +323,10 @@ def test_default_rules_are_the_biology_cutoffs():
 EDGES = [
     (("L=stub", 10.0, 0.3, 10.0, 0, 0), "B", "L == stub_um is not a stub (<); 10 < 35 is short"),
     (("L<stub", 9.99, 0.3, 10.0, 0, 0), "A", "just under stub_um"),
-    (("L=short", 35.0, 0.6, 10.0, 0, 0), "C", "L == 0.5 * thickness is not short (<)"),
-    (("L<short", 34.9, 0.6, 10.0, 0, 0), "B", "just under half the thickness"),
+    (("L=short", 35.0, 0.3, 10.0, 0, 0), "C", "L == 0.5 * thickness is not short (<)"),
+    (("L<short", 34.9, 0.3, 10.0, 0, 0), "B", "just under half the thickness, in the inner GCL"),
+    (("d=inner", 20.0, 0.4, 10.0, 0, 0), "C", "short, but d == inner_gcl_depth is not shallow (<)"),
+    (("d<inner", 20.0, 0.399, 10.0, 0, 0), "B", "short and just inside the inner GCL"),
     (("angle=max", 50.0, 0.7, 45.0, 0, 0), "C", "45 deg is still radial (>)"),
     (("angle>max", 50.0, 0.7, 45.1, 0, 0), "B", "just tangential"),
     (("depth=1", 60.0, 1.0, 10.0, 0, 0), "C", "d == 1 does not reach the ML (>)"),
@@ -303,7 +337,9 @@ EDGES = [
     (("stub in ML", 5.0, 1.5, 10.0, 2, 3), "A", "the stub rule comes first, whatever the depth"),
     (("short tangential in ML", 20.0, 1.2, 80.0, 0, 1), "D",
      "reaching the ML outranks short/tangential (a soma near the ML border)"),
-    (("short radial in GCL", 25.0, 0.8, 5.0, 0, 0), "B", "short wins over radial"),
+    (("short radial in inner GCL", 25.0, 0.3, 5.0, 0, 0), "B", "short and shallow wins over radial"),
+    (("short radial deep in GCL", 25.0, 0.8, 5.0, 0, 0), "C",
+     "a radial process reaching d = 0.8 runs into the GCL however short (synth C from a deep soma)"),
 ]
 
 
@@ -314,10 +350,13 @@ def test_threshold_rows(row, expected, why):
 
 @pytest.mark.parametrize("rules,row,default,custom", [
     (StagingRules(stub_um=25.0), ("x", 20.0, 0.3, 70.0, 0, 0), "B", "A"),
-    (StagingRules(short_fraction=0.25), ("x", 20.0, 0.6, 10.0, 0, 0), "B", "C"),
+    (StagingRules(short_fraction=0.25), ("x", 20.0, 0.3, 10.0, 0, 0), "B", "C"),
+    (StagingRules(inner_gcl_depth=0.6), ("x", 20.0, 0.5, 10.0, 0, 0), "C", "B"),
     (StagingRules(radial_max_angle_deg=30.0), ("x", 50.0, 0.7, 40.0, 0, 0), "C", "B"),
     (StagingRules(ml_depth=1.5), ("x", 80.0, 1.3, 10.0, 0, 1), "D", "C"),
     (StagingRules(ml_depth=1.5), ("x", 80.0, 1.3, 10.0, 1, 2), "E", "C"),
+    (StagingRules(f_min_branch_points=3), ("x", 100.0, 1.5, 10.0, 2, 2), "F", "E"),
+    (StagingRules(f_min_tips=4), ("x", 100.0, 1.5, 10.0, 1, 3), "F", "E"),
 ])
 def test_custom_rules_change_the_outcome(rules, row, default, custom):
     features = table(row)
@@ -326,9 +365,39 @@ def test_custom_rules_change_the_outcome(rules, row, default, custom):
 
 
 def test_gcl_thickness_scales_the_short_rule():
-    features = table(("x", 40.0, 0.7, 10.0, 0, 0))
+    features = table(("x", 40.0, 0.35, 10.0, 0, 0))
     assert stage_cells(features, gcl_thickness_um=70.0)["stage"].iloc[0] == "C"
     assert stage_cells(features, gcl_thickness_um=100.0)["stage"].iloc[0] == "B"
+
+
+def test_stage_margin_is_the_distance_to_the_nearest_deciding_threshold():
+    out = stage_cells(CLEAR, gcl_thickness_um=T)
+    assert list(out.columns) == ["stage", "stage_group", "stage_margin"]
+    margin = out["stage_margin"]
+    assert margin["A"] == pytest.approx(0.6)  # L = 4 against stub_um = 10
+    # B: tangential by (70 - 45) / 45; every earlier rule fails by more (stub by 1.0,
+    # the ML by 0.8 thickness) and the short-and-shallow part is irrelevant to an "or".
+    assert margin["B"] == pytest.approx(25 / 45)
+    # C: nearest is the ML border (d = 0.7, 0.3 away), before angle (35/45) and stub (3.5).
+    assert margin["C"] == pytest.approx(0.3)
+    # F: branch points 3 against 2 are (3 - 1.5) / 2 = 0.75 away, tips 5 against 3 are
+    # (5 - 2.5) / 3; either makes F, so the farther counts; the ML is 0.9 away.
+    assert margin["F"] == pytest.approx(2.5 / 3)
+    assert (margin >= 0).all()
+
+
+@pytest.mark.parametrize("row", [e[0] for e in EDGES if "=" in e[0][0]], ids=lambda r: r[0])
+def test_stage_margin_is_zero_on_a_border(row):
+    assert stage_cells(table(row), gcl_thickness_um=T)["stage_margin"].iloc[0] == 0
+
+
+def test_stage_margin_grows_away_from_the_border():
+    lengths = [36.0, 45.0, 55.0]  # radial, d = 0.3: C, ever farther from short (35 um)
+    margins = stage_cells(table(*[(f"L{x}", x, 0.3, 10.0, 0, 0) for x in lengths]), gcl_thickness_um=T)
+    assert list(margins["stage"]) == ["C"] * 3
+    assert margins["stage_margin"].is_monotonic_increasing
+    one_fork = stage_cells(table(("E", 100.0, 1.5, 10.0, 1, 2)), gcl_thickness_um=T)["stage_margin"].iloc[0]
+    assert one_fork == pytest.approx(1 / 6)  # one tip short of F's three
 
 
 # --------------------------------------------------------------------------- synthetic sections
@@ -365,9 +434,6 @@ def test_synthetic_staging_is_better_than_chance(staged):
         assert list(features.index) == list(labels[labels > 0])
         assert stages["stage"].isin(list("ABCDEF")).all()
         found = stages.loc[truth.index]
-        print(f"\nseed {seed}: n={len(truth)}, stage accuracy {(found['stage'] == truth['stage']).mean():.2f}, "
-              f"group accuracy {(found['stage_group'] == truth['stage_group']).mean():.2f}")
-        print(confusion(truth["stage"], found["stage"], list("ABCDEF")))
         true_groups.append(truth["stage_group"])
         found_groups.append(found["stage_group"])
     true_groups, found_groups = pd.concat(true_groups), pd.concat(found_groups)
@@ -376,10 +442,30 @@ def test_synthetic_staging_is_better_than_chance(staged):
     chance = sum((true_groups == g).mean() * (found_groups == g).mean() for g in GROUPS)
     majority = true_groups.value_counts(normalize=True).max()
     print(f"pooled group accuracy {accuracy:.2f}, chance {chance:.2f}, majority {majority:.2f}")
-    # Measured 0.51 pooled (0.45, 0.53, 0.53 per seed) against chance 0.33: the tight bars
-    # (> 0.5 per seed and better) wait for the process-ownership and spur bugs above.
-    assert accuracy > chance + 0.1
-    assert accuracy > majority + 0.05
+    assert accuracy > chance + 0.2
+    assert accuracy > majority + 0.2
+
+
+def test_synthetic_stage_and_group_accuracy(staged):
+    # True somata, frame from the true NeuN labels, untruncated cells. Measured on seeds
+    # 0-2: stage 0.59, 0.47, 0.60 (pooled 0.55), group 0.62, 0.75, 0.67 (pooled 0.68);
+    # before process ownership, spur pruning and the B/C rule: stage 0.26, group 0.51.
+    # Most misses are processes lost at their root: too faint to trace, or hidden where
+    # they run over a neighbour's soma (calls of A); see the per-seed confusion printed.
+    truths, founds = [], []
+    for seed, (_, truth, _, stages) in staged.items():
+        found = stages.loc[truth.index]
+        stage_accuracy = (found["stage"] == truth["stage"]).mean()
+        group_accuracy = (found["stage_group"] == truth["stage_group"]).mean()
+        print(f"\nseed {seed}: n={len(truth)}, stage accuracy {stage_accuracy:.2f}, "
+              f"group accuracy {group_accuracy:.2f}")
+        print(confusion(truth["stage"], found["stage"], list("ABCDEF")))
+        assert stage_accuracy > 0.42 and group_accuracy > 0.58
+        truths.append(truth)
+        founds.append(found)
+    truth, found = pd.concat(truths), pd.concat(founds)
+    assert (found["stage"].to_numpy() == truth["stage"].to_numpy()).mean() > 0.5
+    assert (found["stage_group"].to_numpy() == truth["stage_group"].to_numpy()).mean() > 0.63
 
 
 def _truth_features(section, truth: pd.DataFrame) -> pd.DataFrame:
@@ -415,14 +501,9 @@ def test_rules_reproduce_synth_stages_from_true_features_except_c(staged):
         assert (found.loc[not_c, "stage"] == truth.loc[not_c, "stage"]).all()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "MISMATCH synth.py:_grow_processes (stage C) vs morphology.py:stage_cells B rule: synth "
-    "C processes run radially from a soma at d~0.08 and stop at d = 0.5-0.9, i.e. 14-35 um "
-    "from the soma edge at 70 um thickness, while stage_cells calls any L < 0.5 * thickness "
-    "B (BIOLOGY.md's cut-off). With the synth's exact features 10 of 19 C cells (seeds 0-2; "
-    "24 of 44 over seeds 0-5) are staged B. One of the two must change (e.g. B only when short AND not radial, or "
-    "longer synth C processes)."))
 def test_rules_reproduce_synth_c_from_true_features(staged):
+    # Synth C processes run radially from an SGZ soma to depth 0.5-0.9, 14-35 um: short
+    # against half the GCL but deep into it, which the B rule no longer calls B.
     for section, truth, _, _ in staged.values():
         c = truth[truth["stage"] == "C"]
         found = stage_cells(_truth_features(section, c), gcl_thickness_um=section.params.gcl_thickness_um)
