@@ -24,6 +24,7 @@ __all__ = ["CountSettings", "SectionResult", "count_section", "OPTIONAL_MARKERS"
 # Counted whenever a channel of that name is in the file; dcx and one nuclear
 # marker for the GCL are required.
 OPTIONAL_MARKERS = ("neun", "dapi", "brdu", "edu")
+ANALOGUES = ("brdu", "edu")  # thymidine analogues: birth-dating markers
 
 StepCallback = Callable[[str], None]
 
@@ -36,6 +37,8 @@ class CountSettings:
     ----------
     model : str
         Engine name or model path (see :func:`dcxcount.segment.load_engine`).
+    marker_models : dict
+        Marker -> engine name or model path, overriding ``model`` for that marker.
     channels : dict
         Marker -> channel index or name overrides (``--channel``).
     min_overlap_fraction : float
@@ -50,6 +53,7 @@ class CountSettings:
     """
 
     model: str = "specialist"
+    marker_models: dict = field(default_factory=dict)
     channels: dict = field(default_factory=dict)
     min_overlap_fraction: float = 0.5
     sgz_hilus_um: float = 10.0
@@ -146,7 +150,7 @@ def count_section(section: Section, *, settings: CountSettings = CountSettings()
     labels = {}
     for marker, image in images.items():
         step(f"segment {marker}")
-        engine = load_engine(settings.model, kind=kind_of_marker(marker))
+        engine = load_engine(settings.marker_models.get(marker, settings.model), kind=kind_of_marker(marker))
         labels[marker] = engine.segment(image, pixel_size_um=px)
 
     step("layer frame")
@@ -188,8 +192,24 @@ def count_section(section: Section, *, settings: CountSettings = CountSettings()
         summary[f"{marker}_count"] = int((counted["marker"] == marker).sum())
     for stage in STAGES:
         summary[f"stage_{stage}"] = int((dcx["stage"] == stage).sum())
+    summary["maturation_index"] = (summary["stage_E"] + summary["stage_F"]) / len(dcx) if len(dcx) else np.nan
     summary["dcx_per_mm2_gcl"] = summary["dcx_count"] / frame.gcl_area_mm2 if frame.gcl_area_mm2 else np.nan
+    summary.update(_analogue_phenotype_counts(counted))
     return SectionResult(cells=cells, summary=summary, labels=labels, frame=frame)
+
+
+def _analogue_phenotype_counts(counted: pd.DataFrame) -> dict[str, int]:
+    """The birth-dating read-outs: BrdU+ (EdU+) cells that are DCX+, and those NeuN+DCX-."""
+    counts = {}
+    for analogue in ANALOGUES:
+        if f"{analogue}_positive" not in counted:  # no channel for this analogue
+            continue
+        born = counted[counted["marker"] == analogue]
+        dcx = born["dcx_positive"].astype(bool)
+        neun = born.get("neun_positive", pd.Series(False, index=born.index)).astype(bool)
+        counts[f"{analogue}_dcx_count"] = int(dcx.sum())
+        counts[f"{analogue}_neun_dcxneg_count"] = int((neun & ~dcx).sum())
+    return counts
 
 
 def _phenotypes(cells: pd.DataFrame, panel: list[str]) -> pd.Series:

@@ -198,6 +198,8 @@ def animals_table(
           lacks that count, since a partial sum would read as a real total.
         - ``maturation_index`` = (stage_E + stage_F) / dcx_count
         - ``pct_dcx_neun`` = 100 * dcx_neun_count / dcx_count
+        - ``pct_brdu_dcx``, ``pct_brdu_neun_dcxneg`` (and ``edu``) = 100 * BrdU+DCX+
+          (BrdU+NeuN+DCX-) / BrdU+, when the sections have those counts
         - ``gcl_area_mm2`` (sum), ``dcx_per_mm2_gcl`` = dcx_count / gcl_area_mm2
         - ``section_interval, hemispheres, thickness_um``: the settings used
         - ``estimated_total_<name>`` for each ``<name>_count`` (e.g.
@@ -253,6 +255,13 @@ def animals_table(
         table[column] = _whole_if_possible(totals[column])
     table["maturation_index"] = _ratio(table["stage_E"] + table["stage_F"], table["dcx_count"])
     table["pct_dcx_neun"] = 100 * _ratio(table["dcx_neun_count"], table["dcx_count"])
+    # The seed study's read-outs: of the cells born at the BrdU/EdU pulse, the share
+    # still immature (DCX+) and the share that became mature neurons (NeuN+DCX-).
+    for analogue in ("brdu", "edu"):
+        if f"{analogue}_dcx_count" in table:
+            table[f"pct_{analogue}_dcx"] = 100 * _ratio(table[f"{analogue}_dcx_count"], table[f"{analogue}_count"])
+            table[f"pct_{analogue}_neun_dcxneg"] = 100 * _ratio(table[f"{analogue}_neun_dcxneg_count"],
+                                                                table[f"{analogue}_count"])
     table["gcl_area_mm2"] = totals["gcl_area_mm2"].astype("float64")
     table["dcx_per_mm2_gcl"] = _ratio(table["dcx_count"], table["gcl_area_mm2"])
 
