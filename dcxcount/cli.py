@@ -40,17 +40,31 @@ def _channel_overrides(values: list[str]) -> dict[str, str]:
     return overrides
 
 
+def _model_choice(values: list[str]) -> tuple[str, dict[str, str]]:
+    """``--model NAME`` sets the default engine, ``--model MARKER=NAME`` one marker's."""
+    default, per_marker = "specialist", {}
+    for value in values:
+        marker, sep, name = value.partition("=")
+        if sep:
+            per_marker[marker.strip().lower()] = name.strip()
+        else:
+            default = value.strip()
+    return default, per_marker
+
+
 def _count(args: argparse.Namespace) -> int:
     from .batch import StudySettings, count_study
     from .pipeline import CountSettings
     from .segment import ModelNotAvailableError, kind_of_marker, load_engine
     from .study import SamplesheetError
 
-    count = CountSettings(model=args.model, channels=_channel_overrides(args.channel))
+    default_model, marker_models = _model_choice(args.model)
+    count = CountSettings(model=default_model, marker_models=marker_models,
+                          channels=_channel_overrides(args.channel))
     try:
-        # Fail before the batch starts when the model itself is missing.
-        for kind in {kind_of_marker(m) for m in ("dcx", "neun")}:
-            load_engine(args.model, kind=kind)
+        # Fail before the batch starts when a model itself is missing.
+        for marker in ("dcx", "neun", *marker_models):
+            load_engine(marker_models.get(marker, default_model), kind=kind_of_marker(marker))
     except ModelNotAvailableError as error:
         print(f"dcxcount: {error}", file=sys.stderr)
         return 2
@@ -90,25 +104,95 @@ def _synth(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from .segment import load_specialist, save_specialist
-    from .segment.training import synthetic_samples, train_specialist
+    from .io import SectionReadError
+    from .segment import bundled_model_path, load_specialist, save_specialist
+    from .segment.training import (FINE_TUNE_LEARNING_RATE, FINE_TUNE_STEPS, TrainingDataError, file_sha256,
+                                   read_labelled_sections, score_model, split_sections, synthetic_samples,
+                                   train_specialist)
 
-    torch.set_num_threads(args.threads)
-    base = load_specialist(args.base) if args.base else None
+    def fail(message: str) -> int:
+        print(f"dcxcount: {message}", file=sys.stderr)
+        return 2
+
     started = time.perf_counter()
-    samples = synthetic_samples(kind=args.kind, n_sections=args.sections, size_px=args.size_px, seed=args.seed)
-    model = train_specialist(samples, kind=args.kind, base=base, n_steps=args.steps, seed=args.seed,
-                             progress=_progress_bar("train"))
-    model.info.update({
-        "command": "dcxcount train " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
-        "training_data": f"{args.sections} synthetic sections of {args.size_px}^2 px "
-                         f"(dcxcount.segment.training.synthetic_samples, seed {args.seed})",
-        "base_model": str(args.base) if args.base else None,
-        "steps": args.steps,
-        "train_seconds": round(time.perf_counter() - started, 1),
-    })
+    torch.set_num_threads(args.threads)
+    if args.data is not None and args.base is None:
+        return fail("--data fine-tunes a model: add --from specialist (the bundled model) or --from MODEL")
+    if args.base == "specialist" and args.kind is None:
+        return fail("--from specialist needs --kind dcx or --kind nuclear (which bundled model)")
+    if args.base == "specialist":
+        base_path = bundled_model_path(args.kind)
+    else:
+        base_path = Path(args.base) if args.base else None
+    try:
+        base = load_specialist(base_path) if base_path else None
+    except (OSError, ValueError) as error:
+        return fail(str(error))
+    kind = args.kind or (base.kind if base else None)
+    if kind is None:
+        return fail("--kind dcx or --kind nuclear is needed to train a new model (without --from)")
+    # Fine-tuning starts from learnt features: fewer, gentler steps than training from random weights.
+    steps = args.steps or (FINE_TUNE_STEPS if base else 1500)
+    learning_rate = args.learning_rate or (FINE_TUNE_LEARNING_RATE if base else 2e-3)
+    # Rebuilt from the parsed settings, defaults filled in, so the card shows a
+    # command that reproduces the model even when main() was called with a list.
+    command = ["dcxcount", "train", "--out", str(args.out), "--kind", kind]
+    if args.base:
+        command += ["--from", args.base]
+    if args.data is not None:
+        command += ["--data", str(args.data), "--val-fraction", f"{args.val_fraction:g}"]
+        command += [part for channel in args.channel for part in ("--channel", channel)]
+        command += ["--pixel-size-um", f"{args.pixel_size_um:g}"] if args.pixel_size_um else []
+    else:
+        command += ["--sections", str(args.sections), "--size-px", str(args.size_px)]
+    command += ["--steps", str(steps), "--batch-size", str(args.batch_size), "--learning-rate", f"{learning_rate:g}",
+                "--seed", str(args.seed)]
+    info = {
+        "command": shlex.join(command),
+        "base_model": {"path": str(base_path), "sha256": file_sha256(base_path)} if base else None,
+        "steps": steps,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "learning_rate": learning_rate,
+    }
+    if args.data is not None:
+        try:
+            sections = read_labelled_sections(args.data, kind=kind, pixel_size_um=args.pixel_size_um,
+                                              channels=_channel_overrides(args.channel))
+            train, validation = split_sections(sections, val_fraction=args.val_fraction, seed=args.seed)
+        except (TrainingDataError, SectionReadError) as error:
+            return fail(str(error))
+        print(f"{len(sections)} labelled sections in {args.data}: {len(train)} to train on, "
+              f"{len(validation)} to validate on ({', '.join(s.name for s in validation)})", file=sys.stderr)
+        before = score_model(base, validation)
+        samples = [sample for section in train for sample in section.samples]
+        info.update({
+            "training_data": {"folder": str(Path(args.data).resolve()),
+                              "files": [{"file": path.name, "sha256": file_sha256(path)}
+                                        for section in sections for path in section.files]},
+            "n_train_sections": len(train),
+            "n_val_sections": len(validation),
+            "train_sections": [s.name for s in train],
+            "val_sections": [s.name for s in validation],
+        })
+    else:
+        samples = synthetic_samples(kind=kind, n_sections=args.sections, size_px=args.size_px, seed=args.seed)
+        info["training_data"] = (f"{args.sections} synthetic sections of {args.size_px}^2 px "
+                                 f"(dcxcount.segment.training.synthetic_samples, seed {args.seed})")
+    model = train_specialist(samples, kind=kind, base=base, n_steps=steps, batch_size=args.batch_size,
+                             learning_rate=learning_rate, seed=args.seed, progress=_progress_bar("train"))
+    if args.data is not None:
+        after = score_model(model, validation)
+        info["validation"] = {"max_distance_um": 5.0, "before": before, "after": after}
+        for marker in after["by_marker"]:
+            was, now = before["by_marker"][marker], after["by_marker"][marker]
+            print(f"validation {marker}: F1 {was['f1']} -> {now['f1']}, AP@0.5 {was['ap50']} -> {now['ap50']} "
+                  f"({now['n_true']} objects in {len(validation)} sections)")
+    info["train_seconds"] = round(time.perf_counter() - started, 1)
+    model.info.update(info)
     path = save_specialist(model, args.out)
-    print(f"wrote {path} (final loss {model.info['final_loss']:.3f})")
+    print(f"wrote {path} and its model card {path.with_suffix('.json').name} "
+          f"(final loss {model.info['final_loss']:.3f}, {info['train_seconds']:.0f} s)")
     return 0
 
 
@@ -121,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("--out", type=Path, required=True, help="results folder")
     count.add_argument("--channel", action="append", default=[], metavar="MARKER=NAME_OR_INDEX",
                        help="which channel holds a marker (dcx, neun, dapi, brdu, edu); repeatable")
-    count.add_argument("--model", default="specialist",
-                       help="'specialist' (bundled, default), 'cpsam' (Cellpose-SAM) or a model file")
+    count.add_argument("--model", action="append", default=[], metavar="[MARKER=]NAME_OR_PATH",
+                       help="'specialist' (bundled, default), 'cpsam' (Cellpose-SAM) or a model file; "
+                            "MARKER=... chooses for one marker (e.g. --model neun=cpsam); repeatable")
     count.add_argument("--pixel-size-um", type=float, help="pixel size, overriding the files' own")
     count.add_argument("--workers", type=int, default=1, help="sections counted in parallel (Dask)")
     count.add_argument("--scheduler", help="address of a Dask scheduler to run on")
@@ -145,14 +230,47 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--no-truth", action="store_true", help="write only images and samplesheet")
     synth.set_defaults(run=_synth)
 
-    train = commands.add_parser("train", help="train a specialist model on synthetic sections")
-    train.add_argument("--kind", choices=("dcx", "nuclear"), required=True)
-    train.add_argument("--out", type=Path, required=True, help="model file (.safetensors)")
-    train.add_argument("--from", dest="base", type=Path, help="fine-tune this specialist model")
-    train.add_argument("--sections", type=int, default=24)
-    train.add_argument("--size-px", type=int, default=512)
-    train.add_argument("--steps", type=int, default=1500)
-    train.add_argument("--seed", type=int, default=0)
+    data_format = """\
+fine-tuning data (--data DIR), the files `dcxcount count` writes, corrected:
+  DIR/NAME.tif or DIR/NAME.ome.tif   a section image (channel names and pixel size
+                                     from the file, or --channel / --pixel-size-um)
+  DIR/NAME_labels_MARKER.tif         its corrected labels for MARKER (dcx, neun, dapi,
+                                     brdu, edu): integers, one per object, 0 background,
+                                     the image's Y x X shape (as count's
+                                     OUT/sections/<key>/labels_MARKER.tif)
+--kind dcx learns dcx labels, --kind nuclear those of every nuclear marker. Whole
+sections are held out for validation (--val-fraction, at least one); detection F1
+before and after is printed and stored in the model card.
+
+examples:
+  dcxcount train --from specialist --kind dcx --data corrected/ --out lab_dcx.safetensors
+  dcxcount train --kind dcx --out specialist_dcx.safetensors --sections 24 --steps 1500
+"""
+    train = commands.add_parser(
+        "train", help="train a specialist model on synthetic sections, or fine-tune one on corrected sections",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=data_format)
+    train.add_argument("--out", type=Path, required=True, help="new model file (.safetensors); "
+                                                                "its model card is written beside it (.json)")
+    train.add_argument("--from", dest="base", metavar="MODEL",
+                       help="start from this specialist model file, or 'specialist' for the bundled one")
+    train.add_argument("--data", type=Path, metavar="DIR",
+                       help="fine-tune on the corrected sections in DIR (format below); needs --from")
+    train.add_argument("--kind", choices=("dcx", "nuclear"),
+                       help="objects to learn: dcx somata or nuclei (default: the --from model's kind)")
+    train.add_argument("--val-fraction", type=float, default=0.2,
+                       help="share of the --data sections held out for validation (at least one)")
+    train.add_argument("--channel", action="append", default=[], metavar="MARKER=NAME_OR_INDEX",
+                       help="which channel of the --data images holds a marker; repeatable")
+    train.add_argument("--pixel-size-um", type=float, help="pixel size of the --data images, overriding the files'")
+    train.add_argument("--steps", type=int,
+                       help="optimisation steps (default 300 with --from, 1500 from scratch)")
+    train.add_argument("--batch-size", type=int, default=8,
+                       help="128 px crops per step; time per step grows with it")
+    train.add_argument("--learning-rate", type=float,
+                       help="peak learning rate (default 5e-4 with --from, 2e-3 from scratch)")
+    train.add_argument("--sections", type=int, default=24, help="synthetic sections (without --data)")
+    train.add_argument("--size-px", type=int, default=512, help="synthetic section size (without --data)")
+    train.add_argument("--seed", type=int, default=0, help="seeds the training and the validation split")
     train.add_argument("--threads", type=int, default=2)
     train.set_defaults(run=_train)
     return parser
