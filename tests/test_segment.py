@@ -29,13 +29,14 @@ def _blobs(shape=(160, 160), spacing=20, radius=(7, 5)) -> np.ndarray:
     return labels
 
 
-def test_cellpose_mask_reconstruction_inverts_the_training_targets():
+@pytest.mark.parametrize("flow_threshold", [0.0, 0.4])
+def test_cellpose_mask_reconstruction_inverts_the_training_targets(flow_threshold):
     # The network is trained on 5x cellpose's unit flows; fed those, cellpose's
-    # own dynamics must give back every object.
+    # own dynamics must give back every object, with or without its flow check.
     labels = _blobs()
     flows = dynamics.labels_to_flows([labels])[0]
     predicted = np.stack([5 * flows[2], 5 * flows[3], np.where(flows[0] > 0, 6.0, -6.0)]).astype(np.float32)
-    masks = masks_from_flows(predicted, min_area_px=10)
+    masks = masks_from_flows(predicted, min_area_px=10, diameter_px=12, flow_threshold=flow_threshold)
     assert masks.max() == labels.max()
     assert average_precision(masks, labels, iou=0.5) == pytest.approx(1.0)
 
@@ -74,6 +75,24 @@ def test_prediction_is_the_same_tiled_and_whole():
     tiled = model.predict(image, pixel_size_um=0.5, tile_px=96, overlap_px=24)
     # The receptive field of this tiny net is < 24 px, so discarded overlaps hide every seam.
     assert np.allclose(whole, tiled, atol=1e-4)
+
+
+def test_folding_batch_norms_does_not_change_the_prediction():
+    torch.manual_seed(0)
+    net = FlowUNet(widths=(4, 8, 16))
+    for module in net.modules():  # statistics far from the identity a new net has
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    model = SpecialistModel(net=net.eval(), kind="dcx", pixel_size_um=0.5)
+    image = np.random.default_rng(3).random((64, 64)).astype(np.float32)
+    predicted = model.predict(image, pixel_size_um=0.5)
+    with torch.inference_mode():
+        unfolded = net(torch.from_numpy(normalize_image(image).astype(np.float32))[None, None])[0].numpy()
+    assert np.allclose(predicted, unfolded, atol=1e-4)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.net.modules())  # the trainable net is untouched
 
 
 def test_not_a_specialist_file_is_refused(tmp_path):

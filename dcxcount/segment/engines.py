@@ -18,12 +18,9 @@ from typing import Protocol
 
 import numpy as np
 
-from .specialist import bundled_model_path, load_specialist
+from .specialist import OBJECT_DIAMETER_UM, bundled_model_path, load_specialist
 
 __all__ = ["Engine", "ModelNotAvailableError", "load_engine", "kind_of_marker", "OBJECT_DIAMETER_UM"]
-
-# Typical object diameters (BIOLOGY.md), used to tell cellpose the object size in pixels.
-OBJECT_DIAMETER_UM = {"dcx": 10.0, "nuclear": 9.0}
 
 
 class ModelNotAvailableError(RuntimeError):
