@@ -2,8 +2,9 @@
 
 Tracing
     Processes are ridges of the DCX signal (Sato tubeness filter with a
-    noise-adaptive hysteresis threshold), skeletonised together with slightly
-    grown somata. skan turns the skeleton into a pixel graph in which every soma
+    noise-adaptive hysteresis threshold, on an image whose somata are flattened
+    to about the brightness of the processes), skeletonised together with
+    slightly grown somata. skan turns the skeleton into a pixel graph in which every soma
     is then one node, and the rest is cut into *branches*: runs of pixels between
     branch points (junctions), somata and tips.
 Spurs
@@ -15,7 +16,8 @@ Ownership
     A process belongs to the soma it grows out of, not to every soma it touches,
     so each cell's processes are followed outwards from its soma rather than
     shared out by distance. A root is a branch leaving the soma pointing away from
-    its centre (one running along the soma's edge is passing by). At a junction
+    its centre (one running along the soma's edge is passing by); a root too
+    short to have a direction of its own roots the junction it leads to. At a junction
     the walk goes on into every branch within ``max_turn_deg`` of its heading (a
     fork), but not into a branch that merely continues another one in a straight
     line (another cell's process crossing or passing), so a neighbour's process
@@ -23,8 +25,9 @@ Ownership
     runs into another soma it goes on across it only in a straight line to a
     branch on the far side; that branch is then the passing process's alone
     unless it leaves the soma's centre just as straight, in which case both cells
-    keep it. A root hidden under a touching neighbour is found the same way from
-    the cell's own centre. A branch that joins two somata with no way on is split
+    keep it. A root hidden under a touching neighbour (outlines touching, or
+    joined by a very short run of skeleton) is found the same way from the
+    cell's own centre. A branch that joins two somata with no way on is split
     at its midpoint. Stretches reached from no soma are not counted.
 Stages
     :func:`stage_cells` applies :class:`StagingRules` (Pluempe et al. 2006,
@@ -111,10 +114,12 @@ class StagingRules:
 
 def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
                      ridge_sigma_um: float = 1.25, ridge_low_sd: float = 2.5, ridge_high_sd: float = 5.0,
+                     soma_clip_percentile: float = 97.0,
                      min_process_area_um2: float = 4.0, soma_reach_um: float = 1.5, min_branch_um: float = 3.0,
                      heading_um: float = 8.0, max_turn_deg: float = 60.0, max_through_turn_deg: float = 30.0,
                      max_root_turn_deg: float = 45.0, tie_cosine: float = 0.05,
-                     ml_depth: float = 1.0) -> pd.DataFrame:
+                     ml_depth: float = 1.0,
+                     return_skeleton: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
     """Trace the processes of every DCX soma and measure them.
 
     Parameters
@@ -130,6 +135,10 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
     ridge_low_sd, ridge_high_sd : float
         Hysteresis thresholds of the ridge response, in robust standard
         deviations above its median, so they adapt to each section's noise.
+    soma_clip_percentile : float
+        Somata are flattened to this percentile of the intensity outside them
+        before the ridge filter, about the brightness of the processes, so that
+        a soma's bright edge does not drown the root of a process leaving it.
     min_process_area_um2 : float
         Smaller isolated ridge fragments are noise.
     soma_reach_um : float
@@ -152,10 +161,12 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
     ml_depth : float
         Layer depth beyond which branch points and tips count as in the ML; give
         ``StagingRules.ml_depth``. Recorded in ``attrs["ml_depth"]`` of the result.
+    return_skeleton : bool
+        Also return the traced processes as an image (for QC overlays).
 
     Returns
     -------
-    pandas.DataFrame
+    features : pandas.DataFrame
         Indexed by soma label; columns ``FEATURE_COLUMNS``. Lengths in um along
         the skeleton, from the soma's edge: ``process_length_um`` all of the
         cell's processes, ``longest_path_um`` to its farthest point; ``n_primary``
@@ -164,22 +175,30 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
         layer depth of soma centre or processes; ``process_angle_deg`` the angle
         (0-90) between the line from the soma centre to the farthest process point
         and the local radial direction.
+    skeleton : (Y, X) int32 array
+        Only with ``return_skeleton``: each cell's traced process pixels carry its
+        soma label (a pixel two cells share, the higher label).
     """
     px = frame.pixel_size_um
     labels = np.unique(somata[somata > 0])
     features = pd.DataFrame(0.0, index=pd.Index(labels, name="cell_id"), columns=list(FEATURE_COLUMNS))
     features.attrs["ml_depth"] = ml_depth
+    traced = np.zeros(somata.shape, np.int32)
     if len(labels) == 0:
-        return features
+        return (features, traced) if return_skeleton else features
     centroids = np.array([p.centroid for p in measure.regionprops(somata)])
     soma_depth = frame.depth[tuple(np.round(centroids).astype(int).T)]
     features["max_depth"] = soma_depth
 
-    processes = _ridge_mask(np.asarray(dcx, np.float32), pixel_size_um=px, sigma_um=ridge_sigma_um,
-                            low_sd=ridge_low_sd, high_sd=ridge_high_sd, min_area_um2=min_process_area_um2)
     # The tubeness response dips where a thin process meets its bright soma;
-    # a slightly grown soma bridges that gap.
+    # a slightly grown soma bridges that gap, and somata flattened to the
+    # brightness of the processes around them narrow it.
     grown = segmentation.expand_labels(somata, distance=soma_reach_um / px)
+    image = np.asarray(dcx, np.float32)
+    ceiling = np.percentile(image[grown == 0], soma_clip_percentile) if (grown == 0).any() else np.inf
+    image = np.where(grown > 0, np.minimum(image, ceiling), image)
+    processes = _ridge_mask(image, pixel_size_um=px, sigma_um=ridge_sigma_um,
+                            low_sd=ridge_low_sd, high_sd=ridge_high_sd, min_area_um2=min_process_area_um2)
     skeleton = morphology.skeletonize(processes | (grown > 0))
     graph = _SomaGraph.from_skeleton(skeleton, grown, labels=labels, centroids=centroids, pixel_size_um=px)
     # The tubeness filter also answers to a soma's rim, out to about two filter
@@ -199,6 +218,7 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
         local, sub, distance = local[reached], sub[reached][:, reached], distance[reached]
         if len(local) < 2:
             continue
+        traced[tuple(graph.coords[local[1:]].astype(int).T)] = labels[k]
         rows, cols = sparse.triu(sub).nonzero()
         degree = np.diff(sub.indptr)
         node_depth = frame.depth[tuple(graph.coords[local[1:]].astype(int).T)]
@@ -227,7 +247,7 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
             max(float(soma_depth[k]), float(node_depth.max())),
             float(np.degrees(np.arccos(np.clip(cosine, 0, 1)))),
         ]
-    return features
+    return (features, traced) if return_skeleton else features
 
 
 def _ridge_mask(image: np.ndarray, *, pixel_size_um: float, sigma_um: float, low_sd: float, high_sd: float,
@@ -447,10 +467,6 @@ class _Branches:
         self.end_position = np.where((self.end_target >= 0)[:, None],
                                      self.junction_centre[np.maximum(self.end_target, 0)],
                                      graph.coords[self.end_node])
-        # A junction pixel touching a soma directly roots the junction's branches there.
-        direct = junction[rows] & (cols >= n_process)
-        self.soma_junctions = np.stack([self.junction_of[rows[direct]], cols[direct] - n_process])
-
         inside = chain[rows] & chain[cols]
         self.run_length = np.bincount(self.run[rows[inside]], graph.weights[inside], minlength=graph.n_nodes)
         # Direction of each end: along its branch, from a third of heading_um out
@@ -489,6 +505,24 @@ class _Branches:
                                   np.cumsum(counts)[:-1])
         self.junction_nodes = np.split(np.flatnonzero(junction)[np.argsort(self.junction_of[junction], kind="stable")],
                                        np.cumsum(junction_size)[:-1])
+
+        # A junction touching a soma roots the junction's branches there; so does one
+        # joined to it by a run too short to have a direction of its own (the run
+        # is then part of the root). Rows: junction, soma, run (-1: none). Two
+        # somata joined by such a run touch, like somata whose outlines touch.
+        direct = junction[rows] & (cols >= n_process)
+        roots = [np.stack([self.junction_of[rows[direct]], cols[direct] - n_process, np.full(direct.sum(), -1)])]
+        bridges = [np.zeros((2, 0), int)]
+        for end in np.flatnonzero(self.end_target < 0):
+            run = self.end_run[end]
+            if self.run_length[run] < 0.5 * heading_um:
+                for other in self.ends_of_run[run]:
+                    if self.end_target[other] >= 0:
+                        roots.append(np.array([[self.end_target[other]], [-1 - self.end_target[end]], [run]]))
+                    elif other != end:
+                        bridges.append(-1 - np.array([[self.end_target[end]], [self.end_target[other]]]))
+        self.soma_junctions = np.concatenate(roots, axis=1)
+        self.touching = np.unique(np.concatenate([graph.touching, *bridges], axis=1), axis=1)
 
     def ends_at(self, target: int) -> np.ndarray:
         """The ends attached to junction ``target`` (>= 0) or soma ``-1 - target``."""
@@ -553,7 +587,7 @@ class _Branches:
         seen_runs, junctions, halves, through, claims = set(), set(), [], [], set()
         # A process can be hidden where it leaves its soma by a touching neighbour
         # and show only on that neighbour's far side.
-        for neighbour in graph.touching[1, graph.touching[0] == soma]:
+        for neighbour in self.touching[1, self.touching[0] == soma]:
             end, exclusive = self._across(neighbour, centre, None, arrival=-1, cos_through=cos_through,
                                           tie_cosine=tie_cosine)
             if end >= 0:
@@ -562,12 +596,13 @@ class _Branches:
                 through.append((graph.n_process + soma, self.end_node[end], max(gap_px, 1.0) * graph.pixel_size_um))
                 if exclusive:
                     claims.add(end)
-        for junction in self.soma_junctions[0, self.soma_junctions[1] == soma]:
+        for junction, _, root_run in self.soma_junctions[:, self.soma_junctions[1] == soma].T:
             heading = _unit(self.junction_centre[junction] - centre)
             leaving = [(end, self.end_direction[end]) for end in self.ends_at(junction)
                        if self.end_direction[end] @ heading > cos_root]
             if leaving:
                 junctions.add(junction)
+                seen_runs.add(root_run)
                 stack += leaving
         while stack:
             end, heading = stack.pop()
@@ -603,6 +638,7 @@ class _Branches:
             if exclusive:
                 claims |= {arrival, best}
             stack.append((best, self.end_direction[best]))
+        seen_runs.discard(-1)
         parts = [self.run_nodes[r] for r in seen_runs] + [self.junction_nodes[j] for j in junctions]
         for run, near in halves:
             nodes = self.run_nodes[run]

@@ -21,9 +21,12 @@ import pytest
 from scipy import ndimage as ndi
 from skimage import draw
 
+from dcxcount.io import Section
 from dcxcount.layers import LayerFrame, find_layer_frame
+from dcxcount.metrics import match_centroids
 from dcxcount.morphology import (FEATURE_COLUMNS, STAGE_GROUPS, StagingRules, process_features,
                                  stage_cells)
+from dcxcount.pipeline import count_section
 from dcxcount.synth import SynthParams, make_section
 
 # --------------------------------------------------------------------------- hand-made scenes
@@ -448,8 +451,10 @@ def test_synthetic_staging_is_better_than_chance(staged):
 
 def test_synthetic_stage_and_group_accuracy(staged):
     # True somata, frame from the true NeuN labels, untruncated cells. Measured on seeds
-    # 0-2: stage 0.59, 0.47, 0.60 (pooled 0.55), group 0.62, 0.75, 0.67 (pooled 0.68);
-    # before process ownership, spur pruning and the B/C rule: stage 0.26, group 0.51.
+    # 0-2: stage 0.62, 0.50, 0.60 (pooled 0.57), group 0.66, 0.78, 0.70 (pooled 0.71);
+    # before short roots, soma flattening and bridged somata: stage 0.59, 0.47, 0.60,
+    # group 0.62, 0.75, 0.67; before process ownership, spur pruning and the B/C rule:
+    # stage 0.26, group 0.51.
     # Most misses are processes lost at their root: too faint to trace, or hidden where
     # they run over a neighbour's soma (calls of A); see the per-seed confusion printed.
     truths, founds = [], []
@@ -508,3 +513,43 @@ def test_rules_reproduce_synth_c_from_true_features(staged):
         c = truth[truth["stage"] == "C"]
         found = stage_cells(_truth_features(section, c), gcl_thickness_um=section.params.gcl_thickness_um)
         assert (found["stage"] == "C").all(), found["stage"].value_counts().to_dict()
+
+
+# --------------------------------------------------------------------------- the whole path
+
+
+# Issue 4's bar is 0.85 (stage) and 0.93 (group); what the tracing reaches on seeds
+# 101-103 is 0.81 and 0.86 (58 cells), held here with a little room.
+STAGE_ACCURACY_REACHED, GROUP_ACCURACY_REACHED = 0.78, 0.83
+
+
+@pytest.mark.slow
+def test_staging_accuracy_on_detected_cells_of_held_out_sections():
+    # Issue 4's measure: count_section on held-out sections (seeds >= 101, the generator's
+    # default DCX density, 768^2 px at 0.65 um), detected somata matched to the true ones
+    # within 5 um, untruncated cells. benchmarks/staging.py measures more sections and a
+    # dense case (docs/validation.md, DCX staging).
+    truths, founds = [], []
+    for seed in (101, 102, 103):
+        synth = make_section(SynthParams(shape_px=(768, 768), pixel_size_um=0.65, markers=("dcx", "neun"),
+                                         seed=seed))
+        section = Section(path="synthetic", data=synth.image, channel_names=synth.channel_names,
+                          pixel_size_um=synth.pixel_size_um, pixel_size_source="synthetic", projection="none")
+        cells = count_section(section).cells
+        found = cells[cells["marker"] == "dcx"].reset_index(drop=True)
+        real = synth.cells[synth.cells["marker"] == "dcx"].reset_index(drop=True)
+        detection, pairs = match_centroids(found[["x_um", "y_um"]].to_numpy(), real[["x_um", "y_um"]].to_numpy(),
+                                           max_distance_um=5.0)
+        assert detection.recall > 0.9
+        whole = ~real.loc[pairs[:, 1], "truncated"].astype(bool).to_numpy()
+        truths.append(real.loc[pairs[whole, 1], "stage"].to_numpy())
+        founds.append(found.loc[pairs[whole, 0], "stage"].to_numpy())
+    truth, found = np.concatenate(truths), np.concatenate(founds)
+    group = pd.Series(STAGE_GROUPS)
+    stage_accuracy = (truth == found).mean()
+    group_accuracy = (group[truth].to_numpy() == group[found].to_numpy()).mean()
+    print(f"\n{len(truth)} cells: stage accuracy {stage_accuracy:.3f}, group accuracy {group_accuracy:.3f}")
+    print(confusion(pd.Series(truth), pd.Series(found), list("ABCDEF")))
+    assert len(truth) >= 50
+    assert stage_accuracy >= STAGE_ACCURACY_REACHED
+    assert group_accuracy >= GROUP_ACCURACY_REACHED

@@ -1,0 +1,166 @@
+"""Accuracy of DCX maturation staging (A-F) on held-out synthetic sections.
+
+Sections (DCX + NeuN, seeds 101, 102, ...; training never draws these) are counted
+with :func:`dcxcount.pipeline.count_section`, the path users run. Detected DCX somata
+are matched to the true ones (centroids within 5 um) and the stages of the matched
+cells whose processes lie whole in the image are compared, per DCX density and pooled:
+stage accuracy over A-F, group accuracy over proliferative (A-B), intermediate (C-D)
+and postmitotic (E-F), and the 6x6 confusion matrix (rows true, columns found).
+
+With ``--figure`` it also writes a grid of example cells: one row per found stage
+A-F, crops of the DCX channel with the cell's traced processes in red, other cells'
+in blue, its soma outlined in yellow and a green (stage right) or red (wrong) frame.
+
+Usage::
+
+    python benchmarks/staging.py --sections 4 --density 60 150 --figure docs/images/stages.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import imageio.v3 as iio
+import numpy as np
+import pandas as pd
+from skimage import segmentation
+from skimage.transform import rescale
+
+from dcxcount.io import Section
+from dcxcount.metrics import match_centroids
+from dcxcount.morphology import STAGE_GROUPS, process_features
+from dcxcount.pipeline import SectionResult, count_section
+from dcxcount.synth import SynthParams, SynthSection, make_section
+
+STAGES = list("ABCDEF")
+GROUPS = ["proliferative", "intermediate", "postmitotic"]
+
+
+def held_out_section(*, seed: int, size_px: int, pixel_size_um: float, dcx_per_mm_sgz: float) -> SynthSection:
+    """A DCX + NeuN synthetic section the bundled models never saw."""
+    return make_section(SynthParams(shape_px=(size_px, size_px), pixel_size_um=pixel_size_um,
+                                    markers=("dcx", "neun"), dcx_per_mm_sgz=dcx_per_mm_sgz, seed=seed))
+
+
+def count_synthetic(synth: SynthSection) -> SectionResult:
+    """Count a synthetic section through the pipeline."""
+    section = Section(path="synthetic", data=synth.image, channel_names=synth.channel_names,
+                      pixel_size_um=synth.pixel_size_um, pixel_size_source="synthetic", projection="none")
+    return count_section(section)
+
+
+def staged_pairs(synth: SynthSection, result: SectionResult, *, max_distance_um: float = 5.0) -> pd.DataFrame:
+    """Found and true stage of every detected DCX cell matched to an untruncated true one."""
+    found = result.cells[result.cells["marker"] == "dcx"].reset_index(drop=True)
+    real = synth.cells[synth.cells["marker"] == "dcx"].reset_index(drop=True)
+    _, pairs = match_centroids(found[["x_um", "y_um"]].to_numpy(), real[["x_um", "y_um"]].to_numpy(),
+                               max_distance_um=max_distance_um)
+    matched, expected = found.iloc[pairs[:, 0]].reset_index(drop=True), real.iloc[pairs[:, 1]].reset_index(drop=True)
+    whole = ~expected["truncated"].astype(bool)
+    return pd.DataFrame({"cell_id": matched["cell_id"], "x_um": matched["x_um"], "y_um": matched["y_um"],
+                         "truth": expected["stage"], "found": matched["stage"]})[whole].reset_index(drop=True)
+
+
+def accuracies(pairs: pd.DataFrame) -> tuple[float, float]:
+    """Stage (A-F) and stage-group accuracy."""
+    stage = float((pairs["truth"] == pairs["found"]).mean())
+    group = float((pairs["truth"].map(STAGE_GROUPS) == pairs["found"].map(STAGE_GROUPS)).mean())
+    return stage, group
+
+
+def confusion(pairs: pd.DataFrame) -> pd.DataFrame:
+    """6x6 counts, rows true stage, columns found stage."""
+    return pd.crosstab(pd.Categorical(pairs["truth"], STAGES), pd.Categorical(pairs["found"], STAGES),
+                       rownames=["true"], colnames=["found"], dropna=False)
+
+
+def example_crops(synth: SynthSection, result: SectionResult, pairs: pd.DataFrame, *, per_stage: int,
+                  half_um: float = 40.0) -> dict[str, list[np.ndarray]]:
+    """RGB crops of the first ``per_stage`` matched cells of each found stage."""
+    dcx = synth.image[0].astype(float)
+    somata = result.labels["dcx"]
+    _, skeleton = process_features(dcx, somata, result.frame, ml_depth=1.0, return_skeleton=True)
+    px, half = synth.pixel_size_um, int(round(half_um / synth.pixel_size_um))
+    crops: dict[str, list[np.ndarray]] = {stage: [] for stage in STAGES}
+    for row in pairs.itertuples():
+        if len(crops[row.found]) >= per_stage:
+            continue
+        r, c = int(round(row.y_um / px)), int(round(row.x_um / px))
+        if min(r, c) < half or max(r, c) + half >= min(dcx.shape):
+            continue  # whole crops only, so the grid stays regular
+        window = np.s_[r - half:r + half, c - half:c + half]
+        crops[row.found].append(_overlay(dcx[window], skeleton[window], somata[window], row.cell_id,
+                                         right=row.truth == row.found))
+    return crops
+
+
+def _overlay(image: np.ndarray, skeleton: np.ndarray, somata: np.ndarray, cell_id: int, *, right: bool) -> np.ndarray:
+    low, high = np.percentile(image, [1, 99.5])
+    rgb = np.repeat(np.clip((image - low) / (high - low + 1e-12), 0, 1)[..., None], 3, axis=2)
+    rgb[(skeleton > 0) & (skeleton != cell_id)] = (0.2, 0.45, 1.0)
+    rgb[skeleton == cell_id] = (1.0, 0.15, 0.15)
+    rgb[segmentation.find_boundaries(somata == cell_id, mode="outer")] = (1.0, 1.0, 0.0)
+    rgb = rescale(rgb, 2, order=0, channel_axis=2)
+    frame = (0.1, 0.8, 0.1) if right else (0.9, 0.1, 0.1)
+    rgb[:3], rgb[-3:], rgb[:, :3], rgb[:, -3:] = frame, frame, frame, frame
+    return rgb
+
+
+def stage_figure(crops: dict[str, list[np.ndarray]], *, per_stage: int) -> np.ndarray:
+    """One row per stage A-F, ``per_stage`` crops wide (blank where a stage had fewer), uint8."""
+    size = next(c for row in crops.values() for c in row).shape
+    gap = 6
+    rows = []
+    for stage in STAGES:
+        cells = crops[stage] + [np.ones(size)] * (per_stage - len(crops[stage]))
+        rows.append(np.concatenate([np.pad(c, ((gap, gap), (gap, gap), (0, 0)), constant_values=1) for c in cells],
+                                   axis=1))
+    return (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", type=int, default=4, help="sections per density (seeds 101, 102, ...)")
+    parser.add_argument("--size-px", type=int, default=768)
+    parser.add_argument("--pixel-size-um", type=float, default=0.65)
+    parser.add_argument("--density", type=float, nargs="+", default=[SynthParams().dcx_per_mm_sgz, 150.0],
+                        help="DCX cells per mm SGZ (the generator's default and a dense case)")
+    parser.add_argument("--figure", help="write the example-cell grid (PNG) here")
+    parser.add_argument("--per-stage", type=int, default=4, help="example cells per stage in the figure")
+    args = parser.parse_args()
+
+    everything, crops = [], {stage: [] for stage in STAGES}
+    for density in args.density:
+        pooled = []
+        for seed in range(101, 101 + args.sections):
+            synth = held_out_section(seed=seed, size_px=args.size_px, pixel_size_um=args.pixel_size_um,
+                                     dcx_per_mm_sgz=density)
+            started = time.perf_counter()
+            result = count_synthetic(synth)
+            pairs = staged_pairs(synth, result)
+            stage, group = accuracies(pairs)
+            print(f"density {density:g}/mm, seed {seed}: {len(pairs)} cells, stage {stage:.3f}, group {group:.3f}, "
+                  f"{time.perf_counter() - started:.1f} s", flush=True)
+            pooled.append(pairs)
+            if args.figure:
+                for found, more in example_crops(synth, result, pairs, per_stage=args.per_stage).items():
+                    crops[found] += more[: args.per_stage - len(crops[found])]
+        pooled = pd.concat(pooled, ignore_index=True)
+        everything.append(pooled)
+        _report(f"density {density:g} DCX cells per mm SGZ", pooled)
+    if len(everything) > 1:
+        _report("all densities", pd.concat(everything, ignore_index=True))
+    if args.figure:
+        iio.imwrite(args.figure, stage_figure(crops, per_stage=args.per_stage))
+        print(f"wrote {args.figure}")
+
+
+def _report(title: str, pairs: pd.DataFrame) -> None:
+    stage, group = accuracies(pairs)
+    print(f"\n{title}: {len(pairs)} matched cells, stage accuracy {stage:.3f}, group accuracy {group:.3f}")
+    print(confusion(pairs).to_string())
+
+
+if __name__ == "__main__":
+    main()
