@@ -71,19 +71,30 @@ def _row_settings(row: dict, settings: StudySettings) -> tuple[CountSettings, fl
     return replace(settings.count, channels=channels), pixel
 
 
-def _fingerprint(path: str, count: CountSettings, pixel_size_um: float | None) -> str:
+def _content_digest(path: str) -> str | None:
+    """SHA-256 of a file's bytes; None when it cannot be read (the count then reports why)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _fingerprint(path: str, count: CountSettings, pixel_size_um: float | None, outline: str | None) -> str:
     stat = os.stat(path) if os.path.exists(path) else None
+    # An outline is small and may be re-saved within one mtime tick: its content is hashed.
     payload = {"path": os.path.abspath(path), "size": stat.st_size if stat else None,
                "mtime_ns": stat.st_mtime_ns if stat else None, "pixel_size_um": pixel_size_um,
-               "settings": asdict(count), "version": 1}
+               "outline": {"path": outline, "sha256": _content_digest(outline)} if outline else None,
+               "settings": asdict(count), "version": 2}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _process_row(row: dict, settings: StudySettings, out_dir: str) -> dict:
     """Count one samplesheet row into its folder; never raises for bad input."""
     count, pixel = _row_settings(row, settings)
+    outline = row.get("outline") or None
     folder = Path(out_dir) / "sections" / section_key(row)
-    fingerprint = _fingerprint(row["path"], count, pixel)
+    fingerprint = _fingerprint(row["path"], count, pixel, outline)
     done = folder / "result.json"
     if done.is_file():
         previous = json.loads(done.read_text())
@@ -93,7 +104,7 @@ def _process_row(row: dict, settings: StudySettings, out_dir: str) -> dict:
     result = {"fingerprint": fingerprint, "key": section_key(row)}
     try:
         section = read_section(row["path"], pixel_size_um=pixel)
-        counted = count_section(section, settings=count)
+        counted = count_section(section, settings=count, gcl_outline=outline)
     except (ValueError, OSError, NoGCLFoundError) as error:
         kind = "no GCL found" if isinstance(error, NoGCLFoundError) else "error"
         result.update(status=f"{kind}: {error}")

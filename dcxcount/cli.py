@@ -201,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     count = commands.add_parser("count", help="count every section of a samplesheet")
-    count.add_argument("samplesheet", type=Path, help="CSV with columns path, animal[, group, section, ...]")
+    count.add_argument("samplesheet", type=Path,
+                       help="CSV with columns path, animal[, group, section, outline, ...]; outline: a GCL "
+                            "drawn by hand (ImageJ .roi/.zip, GeoJSON or mask TIFF) replacing the detected one")
     count.add_argument("--out", type=Path, required=True, help="results folder")
     count.add_argument("--channel", action="append", default=[], metavar="MARKER=NAME_OR_INDEX",
                        help="which channel holds a marker (dcx, neun, dapi, brdu, edu); repeatable")

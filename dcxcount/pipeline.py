@@ -6,18 +6,22 @@ table; the batch runner, the CLI and (later) the napari plugin all call it.
 
 from __future__ import annotations
 
+import itertools
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage as ndi
 from skimage.measure import regionprops_table
 
 from .io import Section, match_channels
 from .layers import LayerFrame, find_layer_frame
 from .morphology import StagingRules, process_features, stage_cells
+from .outlines import outline_frame
 from .segment import kind_of_marker, load_engine
-from .study import STAGES
+from .study import STAGES, phenotype_percentages
 
 __all__ = ["CountSettings", "SectionResult", "count_section", "OPTIONAL_MARKERS"]
 
@@ -42,8 +46,26 @@ class CountSettings:
     channels : dict
         Marker -> channel index or name overrides (``--channel``).
     min_overlap_fraction : float
-        An object is positive for another marker when one of that marker's
-        objects covers at least this fraction of the smaller of the two.
+        Overlap criterion: an object is positive for another marker when one
+        of that marker's objects covers at least this fraction of the smaller
+        of the two.
+    min_signal_fraction : float
+        Signal criterion: an object is also positive for a marker when that
+        marker's mean signal over it reaches the marker's threshold. The
+        automatic threshold of a section is its background (the channel's
+        median outside the marker's objects) plus this fraction of the
+        background-subtracted median brightness of the marker's own objects:
+        0.5 means "at least half as bright as a typical object of the marker".
+    mean_thresholds : dict
+        Marker -> fixed signal threshold (raw intensity units) replacing the
+        automatic one; ``float("inf")`` switches the signal criterion off for
+        that marker. It is off for DCX by default: DCX fills the cytoplasm and
+        processes, so a DCX+ cell's nucleus reads only ~0.6 of its soma while
+        neighbouring somata and processes spill as much onto DCX- nuclei
+        (docs/validation.md, Co-labelling).
+    phenotype_markers : tuple of str
+        Markers whose counted cells are broken down by phenotype in the
+        section and animal tables (by default the thymidine analogues).
     sgz_hilus_um : float
         Cells up to this far into the hilus from the GCL border are SGZ cells
         and counted with the GCL (BIOLOGY.md: the SGZ is a band ~3 nuclei wide
@@ -56,6 +78,9 @@ class CountSettings:
     marker_models: dict = field(default_factory=dict)
     channels: dict = field(default_factory=dict)
     min_overlap_fraction: float = 0.5
+    min_signal_fraction: float = 0.5
+    mean_thresholds: dict = field(default_factory=lambda: {"dcx": float("inf")})
+    phenotype_markers: tuple[str, ...] = ANALOGUES
     sgz_hilus_um: float = 10.0
     staging: StagingRules = StagingRules()
 
@@ -91,39 +116,121 @@ def _markers_to_count(section: Section, settings: CountSettings) -> dict[str, in
     return match_channels(section, markers=wanted, overrides=settings.channels)
 
 
+def _eccentricity(mask: np.ndarray) -> float:
+    """Eccentricity of the ellipse with the same second moments as a region.
+
+    The same value as regionprops' ``eccentricity`` (to 1e-14), about ten times
+    faster: that one builds its moments with einsum, per object.
+    """
+    rows, cols = np.nonzero(mask)
+    low, high = np.linalg.eigvalsh(np.cov(rows, cols, bias=True))
+    return float(np.sqrt(1 - low / high)) if high > 0 else 0.0
+
+
 def _objects_table(marker: str, labels: np.ndarray, channels: dict[str, np.ndarray],
                    pixel_size_um: float) -> pd.DataFrame:
-    props = regionprops_table(labels, properties=("label", "centroid", "area", "eccentricity"))
+    """Position, size, shape and the mean of every channel over each object of one marker."""
+    # One pass over the objects with all channels stacked, not one pass per channel.
+    stack = np.stack([np.asarray(image, np.float32) for image in channels.values()], axis=-1)
+    props = regionprops_table(labels, intensity_image=stack, properties=("label", "centroid", "area", "intensity_mean"),
+                              extra_properties=(_eccentricity,))
     table = pd.DataFrame({
         "marker": marker,
         "cell_id": props["label"].astype(int),
         "x_um": props["centroid-1"] * pixel_size_um,
         "y_um": props["centroid-0"] * pixel_size_um,
         "area_um2": props["area"] * pixel_size_um**2,
-        "eccentricity": props["eccentricity"],
+        "eccentricity": props["_eccentricity"],
     })
-    for other, image in channels.items():
-        means = regionprops_table(labels, intensity_image=np.asarray(image, np.float32),
-                                  properties=("intensity_mean",))["intensity_mean"]
-        table[f"{other}_mean"] = means
+    for index, other in enumerate(channels):
+        table[f"{other}_mean"] = props[f"intensity_mean-{index}"]
     return table
 
 
-def _overlap_positive(labels: np.ndarray, others: np.ndarray, cell_ids: np.ndarray,
-                      min_overlap_fraction: float) -> np.ndarray:
-    """Whether each object overlaps one object of ``others`` by the given fraction of the smaller."""
-    both = (labels > 0) & (others > 0)
-    if not both.any() or len(cell_ids) == 0:
-        return np.zeros(len(cell_ids), bool)
-    pairs, overlap = np.unique(np.stack([labels[both], others[both]]), axis=1, return_counts=True)
-    area_self = np.bincount(labels.ravel())
-    area_other = np.bincount(others.ravel())
-    fraction = overlap / np.minimum(area_self[pairs[0]], area_other[pairs[1]])
-    positive_ids = np.unique(pairs[0][fraction >= min_overlap_fraction])
-    return np.isin(cell_ids, positive_ids)
+def _overlap_fractions(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each object's largest overlap with one object of the other label image, over the smaller one's area.
+
+    Returns
+    -------
+    best_first, best_second : 1-D arrays
+        Indexed by label value: the fraction for each object of ``first``, of ``second``.
+    """
+    best_first, best_second = np.zeros(int(first.max()) + 1), np.zeros(int(second.max()) + 1)
+    both = (first > 0) & (second > 0)
+    if both.any():
+        # One integer key per pair of objects: a 1-D unique is much faster than a 2-D one.
+        stride = np.int64(best_second.size)
+        pairs, overlap = np.unique(first[both].astype(np.int64) * stride + second[both], return_counts=True)
+        ids_first, ids_second = np.divmod(pairs, stride)
+        smaller = np.minimum(np.bincount(first.ravel())[ids_first], np.bincount(second.ravel())[ids_second])
+        np.maximum.at(best_first, ids_first, overlap / smaller)
+        np.maximum.at(best_second, ids_second, overlap / smaller)
+    return best_first, best_second
+
+
+def _signal_threshold(image: np.ndarray, labels: np.ndarray, own_means: np.ndarray, *,
+                      min_signal_fraction: float, pixel_size_um: float, margin_um: float = 2.0) -> float:
+    """A marker's automatic signal threshold: background + a fraction of its objects' brightness.
+
+    The background is the channel's median outside the marker's objects, grown
+    by ``margin_um`` so the blur around bright objects is not taken for
+    background. Scaling the threshold with the objects' own signal (rather
+    than with the background noise) keeps it clear of the light that bright
+    neighbours, haze and processes spill onto negative cells, which grows
+    with the signal, at any signal-to-noise ratio.
+    """
+    if len(own_means) == 0:
+        return np.nan  # no object of the marker to calibrate the threshold on
+    margin_px = max(1, round(margin_um / pixel_size_um))
+    background = float(np.median(image[~ndi.binary_dilation(labels > 0, iterations=margin_px)]))
+    return background + min_signal_fraction * (float(np.median(own_means)) - background)
+
+
+def _cells_table(labels: dict[str, np.ndarray], images: dict[str, np.ndarray], frame: LayerFrame, *,
+                 dcx_features: pd.DataFrame, settings: CountSettings,
+                 pixel_size_um: float) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Every object of every marker with its place, co-labels and phenotype.
+
+    Returns
+    -------
+    cells : DataFrame
+        One row per object (columns in docs/output.md); ``dcx_features``
+        (indexed by ``cell_id``) is joined onto the DCX rows.
+    thresholds : dict
+        Marker -> the signal threshold used (NaN where the marker has no object).
+    """
+    tables = {marker: _objects_table(marker, marker_labels, images, pixel_size_um)
+              for marker, marker_labels in labels.items()}
+    thresholds = {}
+    for marker, table in tables.items():
+        fixed = settings.mean_thresholds.get(marker)
+        thresholds[marker] = float(fixed) if fixed is not None else _signal_threshold(
+            images[marker], labels[marker], table[f"{marker}_mean"].to_numpy(),
+            min_signal_fraction=settings.min_signal_fraction, pixel_size_um=pixel_size_um)
+    overlaps = {}
+    for first, second in itertools.combinations(labels, 2):
+        overlaps[first, second], overlaps[second, first] = _overlap_fractions(labels[first], labels[second])
+    for marker, table in tables.items():
+        table["depth"], table["in_gcl"] = frame.sample(table["x_um"], table["y_um"])
+        table["counted"] = (table["depth"] >= -settings.sgz_hilus_um / frame.thickness_um) & (table["depth"] <= 1.0)
+        for other in labels:
+            if other == marker:
+                continue
+            overlap = overlaps[marker, other][table["cell_id"].to_numpy()]
+            table[f"{other}_overlap"] = overlap
+            # Either criterion suffices (BIOLOGY.md): overlap finds dim co-labels the other
+            # marker's segmentation outlined, the signal those it missed.
+            table[f"{other}_positive"] = ((overlap >= settings.min_overlap_fraction)
+                                          | (table[f"{other}_mean"] >= thresholds[other]))
+    if "dcx" in tables:
+        tables["dcx"] = tables["dcx"].join(dcx_features, on="cell_id")
+    cells = pd.concat(tables.values(), ignore_index=True)
+    cells["phenotype"] = _phenotypes(cells, _panel(labels))
+    return cells, thresholds
 
 
 def count_section(section: Section, *, settings: CountSettings = CountSettings(),
+                  gcl_outline: str | os.PathLike | None = None,
                   on_step: StepCallback | None = None) -> SectionResult:
     """Segment, place, stage and co-label every object in one section.
 
@@ -132,6 +239,10 @@ def count_section(section: Section, *, settings: CountSettings = CountSettings()
     section : Section
         A section read by :func:`dcxcount.io.read_section`.
     settings : CountSettings
+    gcl_outline : path, optional
+        A person's outline of the GCL (ImageJ ROI or ROI set, GeoJSON or mask
+        TIFF; see :mod:`dcxcount.outlines`), used instead of the GCL detected
+        from the nuclei.
     on_step : callable, optional
         Called with the name of each step as it starts (for progress displays).
 
@@ -141,11 +252,16 @@ def count_section(section: Section, *, settings: CountSettings = CountSettings()
         A marker's channel is missing.
     dcxcount.layers.NoGCLFoundError
         No granule cell layer in the nuclear channel.
+    dcxcount.outlines.OutlineError
+        ``gcl_outline`` cannot be read or encloses no hilus.
     """
     step = on_step or (lambda name: None)
     px = section.pixel_size_um
     channel_index = _markers_to_count(section, settings)
     images = {marker: section.data[index] for marker, index in channel_index.items()}
+    # A user's outline is read first, so a bad one fails before the slow segmentation.
+    frame = None if gcl_outline is None else outline_frame(gcl_outline, shape=section.data.shape[-2:],
+                                                           pixel_size_um=px)
 
     labels = {}
     for marker, image in images.items():
@@ -154,28 +270,17 @@ def count_section(section: Section, *, settings: CountSettings = CountSettings()
         labels[marker] = engine.segment(image, pixel_size_um=px)
 
     step("layer frame")
-    frame = find_layer_frame(labels["neun" if "neun" in labels else "dapi"], pixel_size_um=px)
+    if frame is None:
+        frame = find_layer_frame(labels["neun" if "neun" in labels else "dapi"], pixel_size_um=px,
+                                 somata=labels["dcx"])
 
     step("morphology")
     features = process_features(images["dcx"], labels["dcx"], frame, ml_depth=settings.staging.ml_depth)
     stages = stage_cells(features, gcl_thickness_um=frame.thickness_um, rules=settings.staging)
 
     step("tables")
-    tables = []
-    for marker, marker_labels in labels.items():
-        table = _objects_table(marker, marker_labels, images, px)
-        table["depth"], table["in_gcl"] = frame.sample(table["x_um"], table["y_um"])
-        table["counted"] = (table["depth"] >= -settings.sgz_hilus_um / frame.thickness_um) & (table["depth"] <= 1.0)
-        for other, other_labels in labels.items():
-            if other != marker:
-                table[f"{other}_positive"] = _overlap_positive(
-                    marker_labels, other_labels, table["cell_id"].to_numpy(), settings.min_overlap_fraction)
-        if marker == "dcx":
-            table = table.join(features, on="cell_id").join(stages, on="cell_id")
-        tables.append(table)
-    cells = pd.concat(tables, ignore_index=True)
-    panel = sorted(m for m in labels if m != "dapi")
-    cells["phenotype"] = _phenotypes(cells, panel)
+    cells, thresholds = _cells_table(labels, images, frame, dcx_features=features.join(stages),
+                                     settings=settings, pixel_size_um=px)
 
     counted = cells[cells["counted"]]
     dcx = counted[counted["marker"] == "dcx"]
@@ -183,6 +288,7 @@ def count_section(section: Section, *, settings: CountSettings = CountSettings()
         "pixel_size_um": px,
         "projection": section.projection,
         "channels": ";".join(f"{m}={section.channel_names[i]}" for m, i in channel_index.items()),
+        "gcl_source": "detected" if gcl_outline is None else str(gcl_outline),
         "gcl_area_mm2": frame.gcl_area_mm2,
         "sgz_length_mm": frame.sgz_length_mm,
         "gcl_thickness_um": frame.thickness_um,
@@ -194,7 +300,11 @@ def count_section(section: Section, *, settings: CountSettings = CountSettings()
         summary[f"stage_{stage}"] = int((dcx["stage"] == stage).sum())
     summary["maturation_index"] = (summary["stage_E"] + summary["stage_F"]) / len(dcx) if len(dcx) else np.nan
     summary["dcx_per_mm2_gcl"] = summary["dcx_count"] / frame.gcl_area_mm2 if frame.gcl_area_mm2 else np.nan
+    summary.update({f"{marker}_threshold": value for marker, value in thresholds.items()})
     summary.update(_analogue_phenotype_counts(counted))
+    summary.update(_phenotype_counts(counted, markers=[m for m in settings.phenotype_markers if m in labels],
+                                     panel=_panel(labels)))
+    summary.update(phenotype_percentages(pd.DataFrame([summary])).iloc[0].to_dict())
     return SectionResult(cells=cells, summary=summary, labels=labels, frame=frame)
 
 
@@ -209,6 +319,31 @@ def _analogue_phenotype_counts(counted: pd.DataFrame) -> dict[str, int]:
         neun = born.get("neun_positive", pd.Series(False, index=born.index)).astype(bool)
         counts[f"{analogue}_dcx_count"] = int(dcx.sum())
         counts[f"{analogue}_neun_dcxneg_count"] = int((neun & ~dcx).sum())
+    return counts
+
+
+def _panel(labels: dict[str, np.ndarray]) -> list[str]:
+    """The markers a phenotype spells out: all but DAPI (on every nucleus), alphabetical."""
+    return sorted(m for m in labels if m != "dapi")
+
+
+def _phenotype_counts(counted: pd.DataFrame, *, markers: list[str], panel: list[str]) -> dict[str, int]:
+    """Counted cells of each of ``markers`` per combination of the other panel markers.
+
+    Every combination gets a column, zeros included, so that sections sum to
+    animals without gaps: e.g. ``brdu_dcx+neun-_count`` is the number of
+    counted BrdU+ cells that are DCX+ and NeuN-.
+    """
+    counts = {}
+    for marker in markers:
+        others = [m for m in panel if m != marker]
+        if not others:
+            continue
+        cells = counted[counted["marker"] == marker]
+        calls = cells[[f"{other}_positive" for other in others]].astype(bool).to_numpy()
+        for signs in itertools.product((True, False), repeat=len(others)):
+            phenotype = "".join(f"{other}{'+' if sign else '-'}" for other, sign in zip(others, signs))
+            counts[f"{marker}_{phenotype}_count"] = int((calls == signs).all(axis=1).sum())
     return counts
 
 

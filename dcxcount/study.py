@@ -25,6 +25,7 @@ __all__ = [
     "read_samplesheet",
     "animals_table",
     "gundersen_jensen_ce",
+    "phenotype_percentages",
 ]
 
 STAGES = ("A", "B", "C", "D", "E", "F")
@@ -44,7 +45,7 @@ _OVERRIDES: dict[str, tuple[Callable[[float], bool], str, str]] = {
 # animal's rows must agree or its estimate has no single meaning.
 _PER_ANIMAL = ("group", "section_interval", "hemispheres", "thickness_um")
 
-_KNOWN = {"row", *_REQUIRED, "group", "section", *_OVERRIDES}
+_KNOWN = {"row", *_REQUIRED, "group", "section", "outline", *_OVERRIDES}
 
 _STAGE_COLUMNS = tuple(f"stage_{stage}" for stage in STAGES)
 
@@ -82,7 +83,10 @@ def read_samplesheet(path: str | os.PathLike[str]) -> pd.DataFrame:
         CSV file (comma-, semicolon- or tab-separated), one row per section
         image. Required columns: ``path`` (relative to the sheet's folder, or
         absolute) and ``animal``. Optional: ``group``; ``section`` (position
-        along the rostro-caudal axis, any number); per-row overrides
+        along the rostro-caudal axis, any number); ``outline`` (a person's
+        GCL outline for that section, overriding detection: ImageJ ROI or ROI
+        set, GeoJSON or mask TIFF, see :mod:`dcxcount.outlines`; a path like
+        ``path``, empty to detect the GCL); per-row overrides
         ``pixel_size_um``, ``section_interval``, ``hemispheres``,
         ``thickness_um``; ``channel_<marker>`` (channel index or name for that
         marker). Known column names are matched case-insensitively. Other
@@ -95,7 +99,8 @@ def read_samplesheet(path: str | os.PathLike[str]) -> pd.DataFrame:
         messages), ``path`` (absolute, as ``str``), ``animal``, ``group``
         (``str``; ``""`` when absent), ``section`` (integers when all are
         whole; when the column is absent, 1..n within each animal in file
-        order), ``pixel_size_um``, ``section_interval``, ``hemispheres``,
+        order), ``outline`` (absolute, ``""`` where not given),
+        ``pixel_size_um``, ``section_interval``, ``hemispheres``,
         ``thickness_um`` (always present; missing where the row does not
         override the run's setting), then ``channel_*`` columns (text, ``""``
         where not set) and any other columns.
@@ -110,8 +115,8 @@ def read_samplesheet(path: str | os.PathLike[str]) -> pd.DataFrame:
 
     Notes
     -----
-    A ``path`` that does not exist is not an error here: the pipeline reports
-    it for that section, so one bad file never stops a batch.
+    A ``path`` or ``outline`` that does not exist is not an error here: the
+    pipeline reports it for that section, so one bad file never stops a batch.
     """
     sheet = Path(os.path.abspath(os.fspath(path)))
     if not sheet.is_file():
@@ -130,9 +135,12 @@ def read_samplesheet(path: str | os.PathLike[str]) -> pd.DataFrame:
     for column in _REQUIRED:
         for row in table.loc[table[column] == "", "row"]:
             problems.append((row, f"{column} is empty"))
-    table["path"] = [
-        _resolve(text, folder=sheet.parent) if text else "" for text in table["path"]
-    ]
+    if "outline" not in table.columns:
+        table["outline"] = ""  # every section's GCL is detected
+    for column in ("path", "outline"):
+        table[column] = [
+            _resolve(text, folder=sheet.parent) if text else "" for text in table[column]
+        ]
     if "group" not in table.columns:
         table["group"] = ""
     table["section"] = _sections(table, problems)
@@ -149,7 +157,7 @@ def read_samplesheet(path: str | os.PathLike[str]) -> pd.DataFrame:
             "\n".join(f"{sheet}, row {row}: {what}" for row, what in sorted(problems))
         )
 
-    first = ["row", "path", "animal", "group", "section", *_OVERRIDES]
+    first = ["row", "path", "animal", "group", "section", "outline", *_OVERRIDES]
     channels = [column for column in table.columns if column.startswith("channel_")]
     rest = [column for column in table.columns if column not in first and column not in channels]
     return table[first + channels + rest]
@@ -200,6 +208,10 @@ def animals_table(
         - ``pct_dcx_neun`` = 100 * dcx_neun_count / dcx_count
         - ``pct_brdu_dcx``, ``pct_brdu_neun_dcxneg`` (and ``edu``) = 100 * BrdU+DCX+
           (BrdU+NeuN+DCX-) / BrdU+, when the sections have those counts
+        - ``pct_<marker>_<phenotype>`` for each phenotype count
+          ``<marker>_<phenotype>_count`` (e.g. ``pct_brdu_dcx+neun-``): see
+          :func:`phenotype_percentages`; like all shares here, a ratio of the
+          animal's summed counts
         - ``gcl_area_mm2`` (sum), ``dcx_per_mm2_gcl`` = dcx_count / gcl_area_mm2
         - ``section_interval, hemispheres, thickness_um``: the settings used
         - ``estimated_total_<name>`` for each ``<name>_count`` (e.g.
@@ -262,6 +274,7 @@ def animals_table(
             table[f"pct_{analogue}_dcx"] = 100 * _ratio(table[f"{analogue}_dcx_count"], table[f"{analogue}_count"])
             table[f"pct_{analogue}_neun_dcxneg"] = 100 * _ratio(table[f"{analogue}_neun_dcxneg_count"],
                                                                 table[f"{analogue}_count"])
+    table = table.join(phenotype_percentages(table))
     table["gcl_area_mm2"] = totals["gcl_area_mm2"].astype("float64")
     table["dcx_per_mm2_gcl"] = _ratio(table["dcx_count"], table["gcl_area_mm2"])
 
@@ -280,6 +293,37 @@ def animals_table(
     first = ["group", "n_sections", "n_failed", *summed, "maturation_index", "pct_dcx_neun",
              "gcl_area_mm2", "dcx_per_mm2_gcl", "section_interval", "hemispheres", "thickness_um"]
     return table[first + [c for c in table.columns if c not in first]].reset_index()
+
+
+def phenotype_percentages(counts: pd.DataFrame) -> pd.DataFrame:
+    """Each phenotype's share of its marker's cells, in percent.
+
+    Parameters
+    ----------
+    counts
+        Per-section or per-animal counts with phenotype columns
+        ``<marker>_<phenotype>_count`` (e.g. ``brdu_dcx+neun-_count``: BrdU+
+        cells that are DCX+ and NeuN-) next to ``<marker>_count``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Same index, one column ``pct_<marker>_<phenotype>`` = 100 x
+        ``<marker>_<phenotype>_count`` / ``<marker>_count`` per phenotype
+        column (e.g. ``pct_brdu_dcx+neun-``); NaN where ``<marker>_count`` is 0
+        or missing.
+    """
+    totals = [c.removesuffix("_count") for c in counts.columns
+              if str(c).endswith("_count") and not set("+-") & set(str(c))]
+    shares = {}
+    for column in counts.columns:
+        if not (str(column).endswith("_count") and set("+-") & set(str(column))):
+            continue
+        # The longest matching total, so a marker named like another's prefix is not mistaken.
+        marker = max((m for m in totals if column.startswith(f"{m}_")), key=len, default=None)
+        if marker is not None:
+            shares[f"pct_{column.removesuffix('_count')}"] = 100 * _ratio(counts[column], counts[f"{marker}_count"])
+    return pd.DataFrame(shares, index=counts.index)
 
 
 def gundersen_jensen_ce(counts: Sequence[float], *, smoothness_m: int = 1) -> float:

@@ -241,3 +241,63 @@ def test_brdu_phenotypes_reach_the_animal_table(tmp_path):
     truth = read_truth(sections.loc[0, "path"]).cells
     born = truth[(truth["marker"] == "brdu") & truth["depth"].between(-10 / 70, 1)]
     assert animal["pct_brdu_dcx"] == pytest.approx(100 * born["dcx_positive"].mean(), abs=10)
+
+
+def test_detected_gcl_is_the_default_source(counted_study):
+    _, out, _ = counted_study
+    _, sections, _ = _tables(out)
+    assert (sections["gcl_source"] == "detected").all()
+
+
+@pytest.mark.slow
+def test_a_users_outline_replaces_the_detected_gcl(tmp_path):
+    """The section's true GCL, given as ROI set, GeoJSON and mask TIFF, is the GCL counted in;
+    editing an outline recounts that section only; an outline without hilus fails naming the file."""
+    import dataclasses
+
+    import numpy as np
+    import roifile
+    from scipy import ndimage as ndi
+
+    from dcxcount.layers import frame_from_gcl
+    from dcxcount.synth import write_section
+
+    from .test_outlines import mask_rings, write_geojson, write_roi_zip
+
+    section = make_section(dataclasses.replace(SMALL_SECTION, shape_px=(384, 384), seed=131))
+    write_section(section, tmp_path / "s.ome.tif")  # its truth, s_truth/gcl.tif, is a mask as count writes it
+    write_roi_zip(tmp_path / "gcl.zip", mask_rings(section.gcl_mask))
+    write_geojson(tmp_path / "gcl.geojson", [[ring] for ring in mask_rings(section.gcl_mask)])
+    theta = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+    roifile.ImagejRoi.frompoints(np.stack([192 + 100 * np.cos(theta), 192 + 100 * np.sin(theta)], axis=1)).tofile(
+        tmp_path / "blob.roi")
+    outlines = {"m1_s1": "gcl.zip", "m1_s2": "gcl.geojson", "m1_s3": "s_truth/gcl.tif", "m2_s1": "blob.roi"}
+    sheet = _sheet(tmp_path, [{"path": "s.ome.tif", "animal": key[:2], "section": int(key[-1]), "outline": outline}
+                              for key, outline in outlines.items()])
+    out = tmp_path / "out"
+    assert main(["count", str(sheet), "--out", str(out)]) == 1
+    _, sections, _ = _tables(out)
+    sections.index = [f"{row.animal}_s{row.section}" for row in sections.itertuples()]
+    assert list(sections["gcl_source"]) == [str(tmp_path / name) for name in outlines.values()][:3] + [np.nan]
+    good = sections.loc[["m1_s1", "m1_s2", "m1_s3"]]
+    assert (good["status"] == "ok").all()
+    assert np.allclose(good["gcl_area_mm2"], section.info["gcl_area_mm2"], rtol=0.01)
+    # The frame is the one frame_from_gcl gives the true mask: the same code as for a detected GCL.
+    truth_frame = frame_from_gcl(section.gcl_mask, pixel_size_um=SMALL_SECTION.pixel_size_um)
+    assert np.allclose(good["sgz_length_mm"], truth_frame.sgz_length_mm)
+    assert np.allclose(good["gcl_thickness_um"], truth_frame.thickness_um)
+    for key in good.index:
+        assert np.array_equal(tifffile.imread(out / "sections" / key / "gcl.tif") > 0, section.gcl_mask)
+    status = sections.loc["m2_s1", "status"]
+    assert status.startswith("error: ") and "blob.roi" in status and "encloses no hilus" in status
+
+    results = {key: out / "sections" / key / "result.json" for key in ("m1_s1", "m1_s2", "m1_s3")}
+    before = {key: path.stat().st_mtime_ns for key, path in results.items()}
+    thinner = ndi.binary_erosion(section.gcl_mask, iterations=3)
+    write_geojson(tmp_path / "gcl.geojson", [[ring] for ring in mask_rings(thinner)])
+    main(["count", str(sheet), "--out", str(out)])
+    after = {key: path.stat().st_mtime_ns for key, path in results.items()}
+    assert after["m1_s1"] == before["m1_s1"] and after["m1_s3"] == before["m1_s3"]
+    assert after["m1_s2"] != before["m1_s2"]
+    edited = json.loads(results["m1_s2"].read_text())
+    assert edited["gcl_area_mm2"] == pytest.approx(thinner.sum() * 0.65**2 / 1e6)

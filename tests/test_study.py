@@ -14,6 +14,7 @@ from dcxcount.study import (
     SamplesheetError,
     animals_table,
     gundersen_jensen_ce,
+    phenotype_percentages,
     read_samplesheet,
 )
 
@@ -199,6 +200,38 @@ def test_animal_counts_are_the_sums_of_their_ok_sections():
     assert m1["gcl_area_mm2"] == pytest.approx(0.5)
     assert m1["dcx_per_mm2_gcl"] == pytest.approx(40 / 0.5)
     assert m1["estimated_total_brdu"] == 5 * 6
+
+
+def test_phenotype_shares_are_pooled_over_an_animals_sections():
+    sections = section_rows(
+        {"animal": "m1", "section": 1, "brdu_count": 10, "brdu_dcx_count": 6, "brdu_neun_dcxneg_count": 3,
+         "brdu_dcx+neun-_count": 6, "brdu_dcx-neun+_count": 3, "brdu_dcx-neun-_count": 1},
+        {"animal": "m1", "section": 2, "brdu_count": 30, "brdu_dcx_count": 6, "brdu_neun_dcxneg_count": 21,
+         "brdu_dcx+neun-_count": 6, "brdu_dcx-neun+_count": 21, "brdu_dcx-neun-_count": 3},
+        {"animal": "m2", "section": 1, "brdu_count": 0, "brdu_dcx_count": 0, "brdu_neun_dcxneg_count": 0,
+         "brdu_dcx+neun-_count": 0, "brdu_dcx-neun+_count": 0, "brdu_dcx-neun-_count": 0},
+    )
+
+    table = animals_table(sections, section_interval=6, hemispheres=2).set_index("animal")
+
+    m1 = table.loc["m1"]
+    assert m1["brdu_dcx-neun+_count"] == 24
+    # a ratio of sums (24 / 40), not a mean of the sections' shares (30 % and 70 %)
+    assert m1["pct_brdu_dcx-neun+"] == pytest.approx(60.0)
+    assert m1["pct_brdu_dcx-neun+"] == pytest.approx(m1["pct_brdu_neun_dcxneg"])
+    assert m1["pct_brdu_dcx+neun-"] == pytest.approx(m1["pct_brdu_dcx"]) == pytest.approx(30.0)
+    shares = [f"pct_brdu_dcx{d}neun{n}" for d in "+-" for n in "+-" if f"pct_brdu_dcx{d}neun{n}" in table]
+    assert sum(m1[shares]) == pytest.approx(100.0)
+    assert table.loc["m2", shares].isna().all()  # no BrdU+ cell: no share
+
+
+def test_phenotype_shares_find_their_marker_when_names_share_a_prefix():
+    counts = pd.DataFrame({"gfp_count": [4], "gfp_x_count": [10], "gfp_x_dcx+_count": [5], "gfp_dcx+_count": [1]})
+
+    shares = phenotype_percentages(counts)
+
+    assert list(shares.columns) == ["pct_gfp_x_dcx+", "pct_gfp_dcx+"]
+    assert shares.loc[0, "pct_gfp_x_dcx+"] == 50.0 and shares.loc[0, "pct_gfp_dcx+"] == 25.0
 
 
 @pytest.mark.parametrize(("hemispheres", "factor"), [(1, 2), (2, 1)])
