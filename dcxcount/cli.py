@@ -52,6 +52,25 @@ def _model_choice(values: list[str]) -> tuple[str, dict[str, str]]:
     return default, per_marker
 
 
+def _signal_thresholds(values: list[str], defaults: dict[str, float]) -> dict[str, float]:
+    """``--signal-threshold MARKER=VALUE``: a number (raw intensity), ``auto`` (per section) or ``off``."""
+    thresholds = dict(defaults)
+    for value in values:
+        marker, sep, setting = value.partition("=")
+        marker, setting = marker.strip().lower(), setting.strip().lower()
+        if setting == "auto":
+            thresholds.pop(marker, None)
+            continue
+        try:
+            thresholds[marker] = float("inf") if setting == "off" else float(setting)
+        except ValueError:
+            sep = ""
+        if not sep or not marker:
+            raise SystemExit(f"dcxcount: --signal-threshold expects MARKER=NUMBER, MARKER=auto or MARKER=off, "
+                             f"got '{value}'")
+    return thresholds
+
+
 def _count(args: argparse.Namespace) -> int:
     from .batch import StudySettings, count_study
     from .pipeline import CountSettings
@@ -59,8 +78,13 @@ def _count(args: argparse.Namespace) -> int:
     from .study import SamplesheetError
 
     default_model, marker_models = _model_choice(args.model)
+    defaults = CountSettings()
+    overlap = defaults.min_overlap_fraction if args.min_overlap_fraction is None else args.min_overlap_fraction
+    if not 0 < overlap <= 1:
+        raise SystemExit(f"dcxcount: --min-overlap-fraction must be in (0, 1], got {overlap}")
     count = CountSettings(model=default_model, marker_models=marker_models,
-                          channels=_channel_overrides(args.channel))
+                          channels=_channel_overrides(args.channel), min_overlap_fraction=overlap,
+                          mean_thresholds=_signal_thresholds(args.signal_threshold, defaults.mean_thresholds))
     try:
         # Fail before the batch starts when a model itself is missing.
         for marker in ("dcx", "neun", *marker_models):
@@ -217,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("--hemispheres", type=int, choices=(1, 2), default=2,
                        help="hemispheres counted per section (estimates double one)")
     count.add_argument("--thickness-um", type=float, help="section thickness, for the GCL volume")
+    count.add_argument("--min-overlap-fraction", type=float,
+                       help="an object is positive for another marker when one of that marker's objects covers "
+                            "at least this fraction of the smaller of the two (default 0.5)")
+    count.add_argument("--signal-threshold", action="append", default=[], metavar="MARKER=NUMBER|auto|off",
+                       help="... or when that marker's mean signal over it reaches this threshold (raw intensity); "
+                            "auto: per section from its background and its objects' brightness (the default, "
+                            "reported as <marker>_threshold in sections.csv; off for dcx unless asked); repeatable")
     count.set_defaults(run=_count)
 
     synth = commands.add_parser("synth", help="write a synthetic study with ground truth")

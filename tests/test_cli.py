@@ -145,6 +145,25 @@ def test_pixel_size_and_channels_can_be_given(good_section, tmp_path):
     assert sections.loc[0, "channels"] == "dcx=Cy3;neun=Cy5"
 
 
+def test_positivity_thresholds_can_be_given(good_section, tmp_path):
+    _write_ome(tmp_path / "s.ome.tif", good_section.image, good_section.channel_names, 0.65)
+    sheet = _sheet(tmp_path, [{"path": "s.ome.tif", "animal": "m1"}])
+    out = tmp_path / "out"
+    assert main(["count", str(sheet), "--out", str(out), "--min-overlap-fraction", "0.8",
+                 "--signal-threshold", "neun=off", "--signal-threshold", "dcx=auto"]) == 0
+    cells, sections, _ = _tables(out)
+    assert sections.loc[0, "neun_threshold"] == float("inf")
+    assert 0 < sections.loc[0, "dcx_threshold"] < float("inf")  # automatic, reported
+    dcx = cells[cells["marker"] == "dcx"]
+    assert (dcx["neun_positive"] == (dcx["neun_overlap"] >= 0.8)).all()
+    neun = cells[cells["marker"] == "neun"]
+    assert (neun["dcx_positive"] == ((neun["dcx_overlap"] >= 0.8)
+                                     | (neun["dcx_mean"] >= sections.loc[0, "dcx_threshold"]))).all()
+    for bad in (["--min-overlap-fraction", "0"], ["--signal-threshold", "neun=bright"]):
+        with pytest.raises(SystemExit, match="--min-overlap-fraction|--signal-threshold"):
+            main(["count", str(sheet), "--out", str(out), *bad])
+
+
 def test_rerun_resumes_and_recomputes_only_what_changed(good_section, tmp_path):
     for name in ("a", "b"):
         _write_ome(tmp_path / f"{name}.ome.tif", good_section.image, good_section.channel_names, 0.65)
