@@ -137,8 +137,12 @@ def masks_from_flows(flows: np.ndarray, *, min_area_px: float, diameter_px: floa
         rest of the mask step. Cellpose's default is 0.4.
     """
     niter = max(int(round(200 * diameter_px / 30)), 1)
-    masks = dynamics.compute_masks(flows[:2], flows[2], niter=niter, cellprob_threshold=cellprob_threshold,
-                                   flow_threshold=flow_threshold, min_size=int(round(min_area_px)))
+    # cellpose builds a sparse tensor and torch warns unless told whether to
+    # check it; checking is off by default, and saying so keeps the warning
+    # out of every user's terminal.
+    with torch.sparse.check_sparse_tensor_invariants(enable=False):
+        masks = dynamics.compute_masks(flows[:2], flows[2], niter=niter, cellprob_threshold=cellprob_threshold,
+                                       flow_threshold=flow_threshold, min_size=int(round(min_area_px)))
     return np.asarray(masks, dtype=np.int32)
 
 
