@@ -4,9 +4,13 @@ Tracing
     Processes are ridges of the DCX signal (Sato tubeness filter with a
     noise-adaptive hysteresis threshold, on an image whose somata are flattened
     to about the brightness of the processes), skeletonised together with
-    slightly grown somata. skan turns the skeleton into a pixel graph in which every soma
-    is then one node, and the rest is cut into *branches*: runs of pixels between
-    branch points (junctions), somata and tips.
+    slightly grown somata. The ridge response dips where a process forks or
+    fades for a moment, which breaks the skeleton there: each free tip is joined
+    by a straight line to the nearest other piece of process skeleton ahead of
+    it (within ``max_gap_um`` and ``max_gap_turn_deg`` of its heading). skan
+    turns the skeleton into a pixel graph in which every soma is then one node,
+    and the rest is cut into *branches*: runs of pixels between branch points
+    (junctions), somata and tips.
 Spurs
     Skeletons of noisy masks grow 1-2 px side branches. Terminal branches
     shorter than ``min_branch_um`` are pruned, repeatedly, so that a blunt tip's
@@ -21,7 +25,11 @@ Ownership
     the walk goes on into every branch within ``max_turn_deg`` of its heading (a
     fork), but not into a branch that merely continues another one in a straight
     line (another cell's process crossing or passing), so a neighbour's process
-    that brushes this one is neither taken nor taken from it. Where a process
+    that brushes this one is neither taken nor taken from it. Two processes
+    crossing at a shallow angle fuse into one branch between two junctions
+    (shorter than ``max_fused_um``); at the far one the walk keeps its heading
+    from before the fused stretch and does not take the branch that continues
+    the process that joined it at the near one. Where a process
     runs into another soma it goes on across it only in a straight line to a
     branch on the far side; that branch is then the passing process's alone
     unless it leaves the soma's centre just as straight, in which case both cells
@@ -44,8 +52,9 @@ import pandas as pd
 from scipy import ndimage as ndi
 from scipy import sparse
 from scipy.sparse import csgraph
+from scipy.spatial import cKDTree
 from skan.csr import skeleton_to_csgraph
-from skimage import filters, measure, morphology, segmentation
+from skimage import draw, filters, measure, morphology, segmentation
 
 from .layers import LayerFrame
 
@@ -116,7 +125,9 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
                      ridge_sigma_um: float = 1.25, ridge_low_sd: float = 2.5, ridge_high_sd: float = 5.0,
                      soma_clip_percentile: float = 97.0,
                      min_process_area_um2: float = 4.0, soma_reach_um: float = 1.5, min_branch_um: float = 3.0,
-                     heading_um: float = 8.0, max_turn_deg: float = 60.0, max_through_turn_deg: float = 30.0,
+                     max_gap_um: float = 6.0, max_gap_turn_deg: float = 30.0,
+                     heading_um: float = 8.0, max_fused_um: float = 15.0,
+                     max_turn_deg: float = 60.0, max_through_turn_deg: float = 30.0,
                      max_root_turn_deg: float = 45.0, tie_cosine: float = 0.05,
                      ml_depth: float = 1.0,
                      return_skeleton: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
@@ -143,12 +154,21 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
         Smaller isolated ridge fragments are noise.
     soma_reach_um : float
         Processes starting this close to a soma's edge touch it.
+    max_gap_um, max_gap_turn_deg : float
+        The tubeness response dips where a process forks or fades for a moment,
+        so the skeleton breaks there; a free tip is joined to the nearest other
+        piece of process skeleton at most this far ahead of it and this far off
+        its heading.
     min_branch_um : float
         Terminal branches shorter than this, from their tip to the branch point
         or soma they hang from, are skeleton spurs and are pruned.
     heading_um : float
         Stretch of skeleton over which a branch's direction is taken; junctions
         closer together than half of it are one junction.
+    max_fused_um : float
+        Longest stretch over which two processes crossing at a shallow angle or
+        running side by side fuse into one skeleton branch (a few um of contact
+        over the sine of the crossing angle).
     max_turn_deg : float
         Largest turn a process takes at a junction (a fork's branches, a bend).
     max_through_turn_deg : float
@@ -200,11 +220,13 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
     processes = _ridge_mask(image, pixel_size_um=px, sigma_um=ridge_sigma_um,
                             low_sd=ridge_low_sd, high_sd=ridge_high_sd, min_area_um2=min_process_area_um2)
     skeleton = morphology.skeletonize(processes | (grown > 0))
+    skeleton = _bridge_gaps(skeleton, grown > 0, pixel_size_um=px, max_gap_um=max_gap_um,
+                            max_gap_turn_deg=max_gap_turn_deg, heading_um=heading_um)
     graph = _SomaGraph.from_skeleton(skeleton, grown, labels=labels, centroids=centroids, pixel_size_um=px)
     # The tubeness filter also answers to a soma's rim, out to about two filter
     # scales, and the skeleton of that halo sticks out of the soma like a stub.
     graph.prune_spurs(min_branch_um=min_branch_um, min_root_um=min_branch_um + 2 * ridge_sigma_um)
-    traces = graph.trace_cells(heading_um=heading_um, max_turn_deg=max_turn_deg,
+    traces = graph.trace_cells(heading_um=heading_um, max_fused_um=max_fused_um, max_turn_deg=max_turn_deg,
                                max_through_turn_deg=max_through_turn_deg, max_root_turn_deg=max_root_turn_deg,
                                tie_cosine=tie_cosine)
 
@@ -263,6 +285,60 @@ def _ridge_mask(image: np.ndarray, *, pixel_size_um: float, sigma_um: float, low
     # Hysteresis keeps a faint stretch of dendrite when it continues a clear one.
     mask = filters.apply_hysteresis_threshold(ridges, median + low_sd * spread, median + high_sd * spread)
     return morphology.remove_small_objects(mask, max_size=int(min_area_um2 / pixel_size_um**2))
+
+
+def _bridge_gaps(skeleton: np.ndarray, soma: np.ndarray, *, pixel_size_um: float, max_gap_um: float,
+                 max_gap_turn_deg: float, heading_um: float) -> np.ndarray:
+    """The skeleton with each free tip joined by a straight line to the nearest other
+    piece of process skeleton ahead of it, within ``max_gap_um`` and ``max_gap_turn_deg``
+    of the tip's heading (taken over ``heading_um``).
+
+    Only pieces joined to the tip's own neither along the skeleton nor through a
+    soma count: one that is joined already is a bend, a loop or a neighbour's
+    process, and a join would only make a short cut.
+    """
+    process = skeleton & ~soma
+    if not process.any():
+        return skeleton
+    pieces, _ = ndi.label(skeleton | soma, structure=np.ones((3, 3)))
+    pixel_graph, pixel_coords = skeleton_to_csgraph(process, spacing=pixel_size_um)
+    coords = np.stack(pixel_coords, axis=1).astype(int)
+    # A tip touching a soma is a process's root, not a free end.
+    near_soma = ndi.binary_dilation(soma, structure=np.ones((3, 3)))
+    tips = np.flatnonzero((np.diff(pixel_graph.indptr) == 1) & ~near_soma[tuple(coords.T)])
+    if len(tips) == 0:
+        return skeleton
+    # Heading of each tip: from the farthest pixel of its own branch within heading_um.
+    distance, _, source = csgraph.dijkstra(pixel_graph, directed=False, indices=tips, limit=heading_um,
+                                           min_only=True, return_predecessors=True)
+    reached = np.flatnonzero(np.isfinite(distance) & (source >= 0))
+    order = np.lexsort((distance[reached], source[reached]))
+    last = np.r_[source[reached][order][1:] != source[reached][order][:-1], True]
+    far = dict(zip(source[reached][order][last].tolist(), reached[order][last].tolist()))
+    # Somata are no targets: a process ending at a soma more often ends there, or
+    # runs under it, than has its root there (a faint root is bridged by soma_reach_um).
+    targets = np.argwhere(process)
+    tree = cKDTree(targets)
+    cos_max = np.cos(np.radians(max_gap_turn_deg))
+    out = skeleton.copy()
+    for tip in tips:
+        base = far.get(int(tip), tip)
+        # A tip of a piece too short to have a heading is noise more often than a process.
+        if distance[base] < 0.5 * heading_um:
+            continue
+        heading = _unit((coords[tip] - coords[base]).astype(float))
+        near = np.asarray(tree.query_ball_point(coords[tip], max_gap_um / pixel_size_um), int)
+        near = near[pieces[tuple(targets[near].T)] != pieces[tuple(coords[tip])]]
+        if len(near) == 0:
+            continue
+        offset = targets[near] - coords[tip]
+        length = np.linalg.norm(offset, axis=1)
+        ahead = offset @ heading > cos_max * length
+        if not ahead.any():
+            continue
+        goal = targets[near[ahead][np.argmin(length[ahead])]]
+        out[draw.line(*coords[tip], *goal)] = True
+    return morphology.skeletonize(out)
 
 
 class _SomaGraph:
@@ -391,10 +467,10 @@ class _SomaGraph:
             sub = sub + sparse.csr_matrix((np.r_[w, w], (np.r_[a, b], np.r_[b, a])), shape=sub.shape)
         return local, sub
 
-    def trace_cells(self, *, heading_um: float, max_turn_deg: float, max_through_turn_deg: float,
-                    max_root_turn_deg: float, tie_cosine: float) -> list[_Trace]:
+    def trace_cells(self, *, heading_um: float, max_fused_um: float, max_turn_deg: float,
+                    max_through_turn_deg: float, max_root_turn_deg: float, tie_cosine: float) -> list[_Trace]:
         """Follow every soma's processes outwards (see the module docstring)."""
-        branches = _Branches(self, heading_um=heading_um)
+        branches = _Branches(self, heading_um=heading_um, max_fused_um=max_fused_um)
         cos_max = float(np.cos(np.radians(max_turn_deg)))
         cos_through = float(np.cos(np.radians(max_through_turn_deg)))
         cos_root = float(np.cos(np.radians(max_root_turn_deg)))
@@ -428,8 +504,8 @@ class _Branches:
     the direction leaving that attachment along the branch.
     """
 
-    def __init__(self, graph: _SomaGraph, *, heading_um: float) -> None:
-        self.graph, self.heading_um = graph, heading_um
+    def __init__(self, graph: _SomaGraph, *, heading_um: float, max_fused_um: float) -> None:
+        self.graph, self.heading_um, self.max_fused_um = graph, heading_um, max_fused_um
         n_process, rows, cols = graph.n_process, graph.rows, graph.cols
         degree = graph.degree()
         is_process = np.arange(graph.n_nodes) < n_process
@@ -528,13 +604,17 @@ class _Branches:
         """The ends attached to junction ``target`` (>= 0) or soma ``-1 - target``."""
         return self._ends_at.get(target, np.zeros(0, int))
 
-    def _leave_junction(self, junction: int, arrival: int, heading: np.ndarray, *,
+    def _leave_junction(self, junction: int, arrival: int, heading: np.ndarray, *, behind: list[int],
                         cos_max: float, cos_through: float) -> list[int]:
         """The branches a walk arriving at ``junction`` along ``heading`` goes on into.
 
         Only branches within the allowed turn, and not one that continues another
         branch of the junction in a straight line (another process crossing this
         one), unless it is the straightest way on and turns less than a crossing.
+        ``behind`` are the branches of the junction before, when the walk came
+        from there over a stretch short enough to be two processes fused; one
+        continuing them in a straight line is the other process leaving again,
+        and counts as a crossing.
         """
         others = np.array([e for e in self.ends_at(junction) if e != arrival], int)
         if len(others) == 0:
@@ -545,6 +625,8 @@ class _Branches:
         if not forward.any():
             return []
         crossing = ((directions @ directions.T) < -cos_through).any(axis=1)
+        if behind:
+            crossing |= ((directions @ self.end_direction[behind].T) < -cos_through).any(axis=1)
         keep = forward & ~crossing
         # Joining a straight line through the junction (a process arriving at the
         # side of another's) goes on along it only on a nearly straight course.
@@ -578,12 +660,14 @@ class _Branches:
         allowed angle at a junction, and across other somata in a straight line."""
         graph = self.graph
         centre = graph.coords[graph.n_process + soma]
+        # To walk: (end, heading, the end by which the walk arrived at that end's
+        # junction, or -1 where it starts at a soma).
         stack = []
         # A process leaves its soma pointing away from the soma's centre; one that
         # only runs along the soma's edge is passing by.
         for end in self.ends_at(-1 - soma):
             if end not in skip and _unit(self.end_position[end] - centre) @ self.end_direction[end] > cos_root:
-                stack.append((end, self.end_direction[end]))
+                stack.append((end, self.end_direction[end], -1))
         seen_runs, junctions, halves, through, claims = set(), set(), [], [], set()
         # A process can be hidden where it leaves its soma by a touching neighbour
         # and show only on that neighbour's far side.
@@ -591,21 +675,21 @@ class _Branches:
             end, exclusive = self._across(neighbour, centre, None, arrival=-1, cos_through=cos_through,
                                           tie_cosine=tie_cosine)
             if end >= 0:
-                stack.append((end, self.end_direction[end]))
+                stack.append((end, self.end_direction[end], -1))
                 gap_px = np.linalg.norm(self.end_position[end] - centre) - graph.soma_radius[soma]
                 through.append((graph.n_process + soma, self.end_node[end], max(gap_px, 1.0) * graph.pixel_size_um))
                 if exclusive:
                     claims.add(end)
         for junction, _, root_run in self.soma_junctions[:, self.soma_junctions[1] == soma].T:
             heading = _unit(self.junction_centre[junction] - centre)
-            leaving = [(end, self.end_direction[end]) for end in self.ends_at(junction)
+            leaving = [(end, self.end_direction[end], -1) for end in self.ends_at(junction)
                        if self.end_direction[end] @ heading > cos_root]
             if leaving:
                 junctions.add(junction)
                 seen_runs.add(root_run)
                 stack += leaving
         while stack:
-            end, heading = stack.pop()
+            end, heading, came_in = stack.pop()
             run = self.end_run[end]
             if run in seen_runs:
                 continue
@@ -621,8 +705,20 @@ class _Branches:
             target = self.end_target[arrival]
             if target >= 0:
                 junctions.add(target)
-                stack += [(e, self.end_direction[e]) for e in
-                          self._leave_junction(target, arrival, heading, cos_max=cos_max, cos_through=cos_through)]
+                # Two processes crossing at a shallow angle, or touching for a stretch,
+                # fuse into one skeleton branch between the junction where the other
+                # joins and the one where it leaves again; its way on there is no
+                # fork of this process. Along the fused branch the skeleton runs
+                # between the two courses, so this process keeps the heading it had
+                # before the other joined.
+                behind = []
+                if came_in >= 0 and self.run_length[run] < self.max_fused_um:
+                    behind = [e for e in self.ends_at(self.end_target[end]) if e not in (end, came_in)]
+                    if behind:
+                        heading = -self.end_direction[came_in]
+                stack += [(e, self.end_direction[e], arrival) for e in
+                          self._leave_junction(target, arrival, heading, behind=behind, cos_max=cos_max,
+                                               cos_through=cos_through)]
                 continue
             other_soma = -1 - target
             if other_soma == soma:
@@ -637,7 +733,7 @@ class _Branches:
                             np.linalg.norm(self.end_position[best] - self.end_position[arrival]) * graph.pixel_size_um))
             if exclusive:
                 claims |= {arrival, best}
-            stack.append((best, self.end_direction[best]))
+            stack.append((best, self.end_direction[best], -1))
         seen_runs.discard(-1)
         parts = [self.run_nodes[r] for r in seen_runs] + [self.junction_nodes[j] for j in junctions]
         for run, near in halves:

@@ -240,6 +240,59 @@ def test_crossing_processes_keep_their_own_course(seed):
     assert f.loc[2, "longest_path_um"] == pytest.approx(math.hypot(60, 40), rel=0.15)  # measured 74.6-77.0
 
 
+def gapped_fork_cell(seed, gap_um):
+    # fork_cell whose second branch starts gap_um out from the fork: the tubeness
+    # response dips at a fork, so a faint branch often starts detached from it.
+    scene = Scene(seed).soma(1, 30.0, 64.0).process((35.0, 64.0), (90.0, 64.0))
+    c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
+    scene.process((90.0, 64.0), (90.0 + 20 * c, 64.0 - 20 * s))
+    return scene.process((90.0 + gap_um * c, 64.0 + gap_um * s), (90.0 + 20 * c, 64.0 + 20 * s))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_branch_detached_at_its_fork_is_joined(seed):
+    # A 6 um gap drawn (about 4.5 um in the ridge mask) lies within max_gap_um of the
+    # branch's tip, straight ahead of it.
+    f = gapped_fork_cell(seed, gap_um=6.0).features().loc[1]
+    assert (f["n_branch_points_ml"], f["n_tips_ml"]) == (1, 2)
+    assert f["process_length_um"] == pytest.approx(55.0 + 2 * 20.0, rel=0.15)  # measured 99.1-105.5
+    # Without the join the branch is not the cell's (measured: lost on 3 of these 4 draws).
+    if seed == 0:
+        alone = gapped_fork_cell(seed, gap_um=6.0).features(max_gap_um=0.0).loc[1]
+        assert (alone["n_branch_points_ml"], alone["n_tips_ml"]) == (0, 1)
+
+
+def test_gap_wider_than_max_gap_is_not_joined():
+    f = gapped_fork_cell(0, gap_um=9.0).features(max_gap_um=3.0).loc[1]
+    assert (f["n_branch_points_ml"], f["n_tips_ml"]) == (0, 1)
+    assert_length(f["process_length_um"], 55.0 + 20.0)
+
+
+def shallow_crossing(seed, half_angle_deg):
+    # Cells 1 and 2 whose processes cross at y = 95 um (d = 1.25), each running
+    # half_angle_deg off radial, from y = 35 um to y = 120 um.
+    spread = math.tan(math.radians(half_angle_deg))
+    scene = Scene(seed)
+    for label, side in ((1, -1), (2, 1)):
+        x0 = 64.0 + side * 60.0 * spread
+        scene.soma(label, 30.0, x0).process((35.0, x0), (120.0, x0 - side * 85.0 * spread))
+    return scene
+
+
+@pytest.mark.parametrize("half_angle_deg", [12.0, 20.0])
+@pytest.mark.parametrize("seed", range(3))
+def test_shallow_crossing_is_no_fork(seed, half_angle_deg):
+    # At 24-40 deg the two processes fuse into one skeleton branch between two junctions;
+    # each cell keeps its own course through them: no branch point, one tip (before
+    # max_fused_um, both counted a fork and two tips on every draw).
+    f = shallow_crossing(seed, half_angle_deg).features()
+    assert (f["n_branch_points"] == 0).all() and (f["n_tips"] == 1).all(), f
+    length = 85.0 / math.cos(math.radians(half_angle_deg))
+    assert f["longest_path_um"].to_numpy() == pytest.approx([length, length], rel=0.15)  # measured 91-98 um
+    stages = stage_cells(f, gcl_thickness_um=THICKNESS_UM)["stage"]
+    assert (stages == "D").all()
+
+
 def test_ml_counts_follow_ml_depth():
     # The fork lies at d = 1.17 and its tips at d = 1.46: beyond 1.0, short of 1.5, where
     # the cell no longer reaches the ML at all.
@@ -451,10 +504,11 @@ def test_synthetic_staging_is_better_than_chance(staged):
 
 def test_synthetic_stage_and_group_accuracy(staged):
     # True somata, frame from the true NeuN labels, untruncated cells. Measured on seeds
-    # 0-2: stage 0.62, 0.50, 0.60 (pooled 0.57), group 0.66, 0.78, 0.70 (pooled 0.71);
-    # before short roots, soma flattening and bridged somata: stage 0.59, 0.47, 0.60,
-    # group 0.62, 0.75, 0.67; before process ownership, spur pruning and the B/C rule:
-    # stage 0.26, group 0.51.
+    # 0-2: stage 0.62, 0.59, 0.67, group 0.69, 0.88, 0.80 (pooled 0.79); before gap joins
+    # and fused crossings: stage 0.62, 0.50, 0.60 (pooled 0.57), group 0.66, 0.78, 0.70
+    # (pooled 0.71); before short roots, soma flattening and bridged somata: stage 0.59,
+    # 0.47, 0.60, group 0.62, 0.75, 0.67; before process ownership, spur pruning and the
+    # B/C rule: stage 0.26, group 0.51.
     # Most misses are processes lost at their root: too faint to trace, or hidden where
     # they run over a neighbour's soma (calls of A); see the per-seed confusion printed.
     truths, founds = [], []
@@ -519,8 +573,9 @@ def test_rules_reproduce_synth_c_from_true_features(staged):
 
 
 # Issue 4's bar is 0.85 (stage) and 0.93 (group); what the tracing reaches on seeds
-# 101-103 is 0.81 and 0.86 (58 cells), held here with a little room.
-STAGE_ACCURACY_REACHED, GROUP_ACCURACY_REACHED = 0.78, 0.83
+# 101-103 is 0.86 and 0.88 (58 cells; 0.81 and 0.86 before gap joins and fused
+# crossings), held here with a little room. The group bar is not met.
+STAGE_ACCURACY_REACHED, GROUP_ACCURACY_REACHED = 0.83, 0.85
 
 
 @pytest.mark.slow
