@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import tifffile
 
+from . import __version__
 from .io import read_section
 from .layers import NoGCLFoundError
 from .pipeline import CountSettings, count_section
@@ -211,4 +212,7 @@ def _write_tables(sheet: pd.DataFrame, settings: StudySettings, out_dir: Path) -
     cells.to_csv(out_dir / "cells.csv", index=False)
     sections.to_csv(out_dir / "sections.csv", index=False)
     animals.to_csv(out_dir / "animals.csv", index=False)
+    # What a methods section (and a reviewer) needs to reproduce the tables.
+    record = {"dcxcount_version": __version__, "settings": asdict(settings)}
+    (out_dir / "settings.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     return StudyResult(cells=cells, sections=sections, animals=animals)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -71,6 +72,26 @@ def _signal_thresholds(values: list[str], defaults: dict[str, float]) -> dict[st
     return thresholds
 
 
+def _stage_rules(path: Path | None):
+    """``--stage-rules FILE.json``: an object with any of :class:`StagingRules`' fields."""
+    from dataclasses import fields
+
+    from .morphology import StagingRules
+
+    if path is None:
+        return StagingRules()
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"dcxcount: {path}: cannot read the stage rules ({error})")
+    known = [field.name for field in fields(StagingRules)]
+    unknown = sorted(set(values) - set(known)) if isinstance(values, dict) else None
+    if unknown is None or unknown:
+        raise SystemExit(f"dcxcount: {path}: the stage rules must be a JSON object with keys among "
+                         f"{', '.join(known)}" + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+    return StagingRules(**values)
+
+
 def _count(args: argparse.Namespace) -> int:
     from .batch import StudySettings, count_study
     from .pipeline import CountSettings
@@ -84,7 +105,8 @@ def _count(args: argparse.Namespace) -> int:
         raise SystemExit(f"dcxcount: --min-overlap-fraction must be in (0, 1], got {overlap}")
     count = CountSettings(model=default_model, marker_models=marker_models,
                           channels=_channel_overrides(args.channel), min_overlap_fraction=overlap,
-                          mean_thresholds=_signal_thresholds(args.signal_threshold, defaults.mean_thresholds))
+                          mean_thresholds=_signal_thresholds(args.signal_threshold, defaults.mean_thresholds),
+                          staging=_stage_rules(args.stage_rules))
     try:
         # Fail before the batch starts when a model itself is missing.
         for marker in ("dcx", "neun", *marker_models):
@@ -244,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("--min-overlap-fraction", type=float,
                        help="an object is positive for another marker when one of that marker's objects covers "
                             "at least this fraction of the smaller of the two (default 0.5)")
+    count.add_argument("--stage-rules", type=Path, metavar="FILE.json",
+                       help="thresholds of the stage rules A-F replacing the defaults, e.g. "
+                            '{"stub_um": 8, "radial_max_angle_deg": 40} (see docs/validation.md)')
     count.add_argument("--signal-threshold", action="append", default=[], metavar="MARKER=NUMBER|auto|off",
                        help="... or when that marker's mean signal over it reaches this threshold (raw intensity); "
                             "auto: per section from its background and its objects' brightness (the default, "

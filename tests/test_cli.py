@@ -182,6 +182,25 @@ def test_positivity_thresholds_can_be_given(good_section, tmp_path):
             main(["count", str(sheet), "--out", str(out), *bad])
 
 
+def test_stage_rules_can_be_given_and_the_settings_are_recorded(good_section, tmp_path):
+    _write_ome(tmp_path / "s.ome.tif", good_section.image, good_section.channel_names, 0.65)
+    sheet = _sheet(tmp_path, [{"path": "s.ome.tif", "animal": "m1"}])
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"stub_um": 1000}))  # every traced process is a stub
+    out = tmp_path / "out"
+    assert main(["count", str(sheet), "--out", str(out), "--stage-rules", str(rules)]) == 0
+    cells, sections, _ = _tables(out)
+    assert sections.loc[0, "dcx_count"] > 0 and sections.loc[0, "stage_A"] == sections.loc[0, "dcx_count"]
+    assert set(cells.loc[cells["marker"] == "dcx", "stage"]) == {"A"}
+    recorded = json.loads((out / "settings.json").read_text())
+    assert recorded["settings"]["count"]["staging"]["stub_um"] == 1000
+    assert recorded["settings"]["count"]["staging"]["ml_depth"] == 1.0  # the rest keep their defaults
+    assert recorded["dcxcount_version"]
+    rules.write_text(json.dumps({"stub": 8}))
+    with pytest.raises(SystemExit, match="rules.json.*unknown: stub"):
+        main(["count", str(sheet), "--out", str(out), "--stage-rules", str(rules)])
+
+
 def test_rerun_resumes_and_recomputes_only_what_changed(good_section, tmp_path):
     for name in ("a", "b"):
         _write_ome(tmp_path / f"{name}.ome.tif", good_section.image, good_section.channel_names, 0.65)
