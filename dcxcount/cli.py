@@ -266,13 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("--min-overlap-fraction", type=float,
                        help="an object is positive for another marker when one of that marker's objects covers "
                             "at least this fraction of the smaller of the two (default 0.5)")
-    count.add_argument("--stage-rules", type=Path, metavar="FILE.json",
-                       help="thresholds of the stage rules A-F replacing the defaults, e.g. "
-                            '{"stub_um": 8, "radial_max_angle_deg": 40} (see docs/validation.md)')
     count.add_argument("--signal-threshold", action="append", default=[], metavar="MARKER=NUMBER|auto|off",
                        help="... or when that marker's mean signal over it reaches this threshold (raw intensity); "
                             "auto: per section from its background and its objects' brightness (the default, "
                             "reported as <marker>_threshold in sections.csv; off for dcx unless asked); repeatable")
+    count.add_argument("--stage-rules", type=Path, metavar="FILE.json",
+                       help="thresholds of the stage rules A-F replacing the defaults, e.g. "
+                            '{"stub_um": 8, "radial_max_angle_deg": 40} (see docs/validation.md)')
     count.set_defaults(run=_count)
 
     synth = commands.add_parser("synth", help="write a synthetic study with ground truth")
