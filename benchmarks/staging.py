@@ -8,12 +8,14 @@ stage accuracy over A-F, group accuracy over proliferative (A-B), intermediate (
 and postmitotic (E-F), and the 6x6 confusion matrix (rows true, columns found).
 
 With ``--figure`` it also writes a grid of example cells: one row per found stage
-A-F, crops of the DCX channel with the cell's traced processes in red, other cells'
-in blue, its soma outlined in yellow and a green (stage right) or red (wrong) frame.
+A-F, 220 um crops of the DCX channel with the cell's traced processes in red, other
+cells' in blue, its soma outlined in yellow, the GCL's borders in cyan (the molecular
+layer lies beyond the outer one) and a green (stage right) or red (wrong) frame.
 
 Usage::
 
-    python benchmarks/staging.py --sections 4 --density 60 150 --figure docs/images/stages.png
+    python benchmarks/staging.py --sections 4 --density 60 150
+    python benchmarks/staging.py --sections 4 --density 60 --figure docs/images/stages.jpg
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import imageio.v3 as iio
 import numpy as np
 import pandas as pd
 from skimage import segmentation
-from skimage.transform import rescale
 
 from dcxcount.io import Section
 from dcxcount.metrics import match_centroids
@@ -76,8 +77,12 @@ def confusion(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def example_crops(synth: SynthSection, result: SectionResult, pairs: pd.DataFrame, *, per_stage: int,
-                  half_um: float = 40.0) -> dict[str, list[np.ndarray]]:
-    """RGB crops of the first ``per_stage`` matched cells of each found stage."""
+                  half_um: float = 110.0) -> dict[str, list[np.ndarray]]:
+    """RGB crops of the first ``per_stage`` matched cells of each found stage.
+
+    ``half_um`` is wide enough for a soma in the SGZ and its dendrites' branches
+    in the molecular layer (a GCL is 60-80 um thick), which tell D, E and F apart.
+    """
     dcx = synth.image[0].astype(float)
     somata = result.labels["dcx"]
     _, skeleton = process_features(dcx, somata, result.frame, ml_depth=1.0, return_skeleton=True)
@@ -90,18 +95,19 @@ def example_crops(synth: SynthSection, result: SectionResult, pairs: pd.DataFram
         if min(r, c) < half or max(r, c) + half >= min(dcx.shape):
             continue  # whole crops only, so the grid stays regular
         window = np.s_[r - half:r + half, c - half:c + half]
-        crops[row.found].append(_overlay(dcx[window], skeleton[window], somata[window], row.cell_id,
-                                         right=row.truth == row.found))
+        crops[row.found].append(_overlay(dcx[window], skeleton[window], somata[window], result.frame.gcl[window],
+                                         row.cell_id, right=row.truth == row.found))
     return crops
 
 
-def _overlay(image: np.ndarray, skeleton: np.ndarray, somata: np.ndarray, cell_id: int, *, right: bool) -> np.ndarray:
+def _overlay(image: np.ndarray, skeleton: np.ndarray, somata: np.ndarray, gcl: np.ndarray, cell_id: int, *,
+             right: bool) -> np.ndarray:
     low, high = np.percentile(image, [1, 99.5])
     rgb = np.repeat(np.clip((image - low) / (high - low + 1e-12), 0, 1)[..., None], 3, axis=2)
+    rgb[segmentation.find_boundaries(gcl, mode="inner")] = (0.0, 0.75, 0.75)
     rgb[(skeleton > 0) & (skeleton != cell_id)] = (0.2, 0.45, 1.0)
     rgb[skeleton == cell_id] = (1.0, 0.15, 0.15)
     rgb[segmentation.find_boundaries(somata == cell_id, mode="outer")] = (1.0, 1.0, 0.0)
-    rgb = rescale(rgb, 2, order=0, channel_axis=2)
     frame = (0.1, 0.8, 0.1) if right else (0.9, 0.1, 0.1)
     rgb[:3], rgb[-3:], rgb[:, :3], rgb[:, -3:] = frame, frame, frame, frame
     return rgb
@@ -127,7 +133,7 @@ def main() -> None:
     parser.add_argument("--density", type=float, nargs="+", default=[SynthParams().dcx_per_mm_sgz, 150.0],
                         help="DCX cells per mm SGZ (the generator's default and a dense case)")
     parser.add_argument("--figure", help="write the example-cell grid (PNG) here")
-    parser.add_argument("--per-stage", type=int, default=4, help="example cells per stage in the figure")
+    parser.add_argument("--per-stage", type=int, default=3, help="example cells per stage in the figure")
     args = parser.parse_args()
 
     everything, crops = [], {stage: [] for stage in STAGES}
