@@ -127,11 +127,13 @@ def _eccentricity(mask: np.ndarray) -> float:
     return float(np.sqrt(1 - low / high)) if high > 0 else 0.0
 
 
-def _objects_table(marker: str, labels: np.ndarray, channels: dict[str, np.ndarray],
+def _objects_table(marker: str, labels: np.ndarray, channels: list[str], stack: np.ndarray,
                    pixel_size_um: float) -> pd.DataFrame:
-    """Position, size, shape and the mean of every channel over each object of one marker."""
-    # One pass over the objects with all channels stacked, not one pass per channel.
-    stack = np.stack([np.asarray(image, np.float32) for image in channels.values()], axis=-1)
+    """Position, size, shape and the mean of every channel over each object of one marker.
+
+    ``stack`` holds the ``channels`` along its last axis, so one pass over the
+    objects measures all of them.
+    """
     props = regionprops_table(labels, intensity_image=stack, properties=("label", "centroid", "area", "intensity_mean"),
                               extra_properties=(_eccentricity,))
     table = pd.DataFrame({
@@ -199,7 +201,8 @@ def _cells_table(labels: dict[str, np.ndarray], images: dict[str, np.ndarray], f
     thresholds : dict
         Marker -> the signal threshold used (NaN where the marker has no object).
     """
-    tables = {marker: _objects_table(marker, marker_labels, images, pixel_size_um)
+    stack = np.stack([np.asarray(image, np.float32) for image in images.values()], axis=-1)
+    tables = {marker: _objects_table(marker, marker_labels, list(images), stack, pixel_size_um)
               for marker, marker_labels in labels.items()}
     thresholds = {}
     for marker, table in tables.items():
