@@ -7,7 +7,10 @@ Tracing
     slightly grown somata. The ridge response dips where a process forks or
     fades for a moment, which breaks the skeleton there: each free tip is joined
     by a straight line to the nearest other piece of process skeleton ahead of
-    it (within ``max_gap_um`` and ``max_gap_turn_deg`` of its heading). skan
+    it (within ``max_gap_um`` and ``max_gap_turn_deg`` of its heading), two free
+    tips facing each other across up to ``max_facing_gap_um``, and a piece that
+    reaches no soma to the soma its tip points at (its root faded next to the
+    bright soma). skan
     turns the skeleton into a pixel graph in which every soma is then one node,
     and the rest is cut into *branches*: runs of pixels between branch points
     (junctions), somata and tips.
@@ -33,9 +36,12 @@ Ownership
     runs into another soma it goes on across it only in a straight line to a
     branch on the far side; that branch is then the passing process's alone
     unless it leaves the soma's centre just as straight, in which case both cells
-    keep it. A root hidden under a touching neighbour (outlines touching, or
-    joined by a very short run of skeleton) is found the same way from the
-    cell's own centre. A branch that joins two somata with no way on is split
+    keep it; a soma is left by the branches attached to it and by those leaving
+    a junction it roots. A root hidden under a touching neighbour (outlines
+    touching, or joined by a very short run of skeleton) is found the same way
+    from the cell's own centre. A branch that joins two somata with no way on is
+    the whole of the one walk that reached it (the other end is no root), or of
+    the cell with no other process when the other has one; otherwise it is split
     at its midpoint. Stretches reached from no soma are not counted.
 Stages
     :func:`stage_cells` applies :class:`StagingRules` (Pluempe et al. 2006,
@@ -125,7 +131,7 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
                      ridge_sigma_um: float = 1.25, ridge_low_sd: float = 2.5, ridge_high_sd: float = 5.0,
                      soma_clip_percentile: float = 97.0,
                      min_process_area_um2: float = 4.0, soma_reach_um: float = 1.5, min_branch_um: float = 3.0,
-                     max_gap_um: float = 6.0, max_gap_turn_deg: float = 30.0,
+                     max_gap_um: float = 6.0, max_gap_turn_deg: float = 30.0, max_facing_gap_um: float = 10.0,
                      heading_um: float = 8.0, max_fused_um: float = 15.0,
                      max_turn_deg: float = 60.0, max_through_turn_deg: float = 30.0,
                      max_root_turn_deg: float = 45.0, tie_cosine: float = 0.05,
@@ -159,6 +165,10 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
         so the skeleton breaks there; a free tip is joined to the nearest other
         piece of process skeleton at most this far ahead of it and this far off
         its heading.
+    max_facing_gap_um : float
+        Two free tips facing each other (each within ``max_gap_turn_deg`` of the
+        line between them) are one process fading for a stretch, joined across
+        a gap up to this long.
     min_branch_um : float
         Terminal branches shorter than this, from their tip to the branch point
         or soma they hang from, are skeleton spurs and are pruned.
@@ -221,7 +231,8 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
                             low_sd=ridge_low_sd, high_sd=ridge_high_sd, min_area_um2=min_process_area_um2)
     skeleton = morphology.skeletonize(processes | (grown > 0))
     skeleton = _bridge_gaps(skeleton, grown > 0, pixel_size_um=px, max_gap_um=max_gap_um,
-                            max_gap_turn_deg=max_gap_turn_deg, heading_um=heading_um)
+                            max_gap_turn_deg=max_gap_turn_deg, max_facing_gap_um=max_facing_gap_um,
+                            heading_um=heading_um)
     graph = _SomaGraph.from_skeleton(skeleton, grown, labels=labels, centroids=centroids, pixel_size_um=px)
     # The tubeness filter also answers to a soma's rim, out to about two filter
     # scales, and the skeleton of that halo sticks out of the soma like a stub.
@@ -288,10 +299,11 @@ def _ridge_mask(image: np.ndarray, *, pixel_size_um: float, sigma_um: float, low
 
 
 def _bridge_gaps(skeleton: np.ndarray, soma: np.ndarray, *, pixel_size_um: float, max_gap_um: float,
-                 max_gap_turn_deg: float, heading_um: float) -> np.ndarray:
+                 max_gap_turn_deg: float, max_facing_gap_um: float, heading_um: float) -> np.ndarray:
     """The skeleton with each free tip joined by a straight line to the nearest other
     piece of process skeleton ahead of it, within ``max_gap_um`` and ``max_gap_turn_deg``
-    of the tip's heading (taken over ``heading_um``).
+    of the tip's heading (taken over ``heading_um``); two free tips that face each
+    other within that angle are joined across up to ``max_facing_gap_um``.
 
     Only pieces joined to the tip's own neither along the skeleton nor through a
     soma count: one that is joined already is a bend, a loop or a neighbour's
@@ -315,29 +327,42 @@ def _bridge_gaps(skeleton: np.ndarray, soma: np.ndarray, *, pixel_size_um: float
     order = np.lexsort((distance[reached], source[reached]))
     last = np.r_[source[reached][order][1:] != source[reached][order][:-1], True]
     far = dict(zip(source[reached][order][last].tolist(), reached[order][last].tolist()))
-    # Somata are no targets: a process ending at a soma more often ends there, or
-    # runs under it, than has its root there (a faint root is bridged by soma_reach_um).
-    targets = np.argwhere(process)
-    tree = cKDTree(targets)
+    # A tip of a piece too short to have a heading is noise more often than a process.
+    tips = np.array([t for t in tips.tolist() if distance[far.get(t, t)] >= 0.5 * heading_um], int)
+    if len(tips) == 0:
+        return skeleton
+    heading = np.array([_unit((coords[t] - coords[far[t]]).astype(float)) for t in tips.tolist()])
+    piece = pieces[tuple(coords[tips].T)]
     cos_max = np.cos(np.radians(max_gap_turn_deg))
     out = skeleton.copy()
-    for tip in tips:
-        base = far.get(int(tip), tip)
-        # A tip of a piece too short to have a heading is noise more often than a process.
-        if distance[base] < 0.5 * heading_um:
-            continue
-        heading = _unit((coords[tip] - coords[base]).astype(float))
-        near = np.asarray(tree.query_ball_point(coords[tip], max_gap_um / pixel_size_um), int)
-        near = near[pieces[tuple(targets[near].T)] != pieces[tuple(coords[tip])]]
-        if len(near) == 0:
-            continue
-        offset = targets[near] - coords[tip]
+
+    # A process ending at a soma more often ends there, or runs under it, than has
+    # its root there (a faint root is bridged by soma_reach_um), so somata are
+    # targets only of pieces that reach no soma at all: their root faded where
+    # the ridge filter meets a bright soma.
+    targets = np.argwhere(process)
+    rim = np.argwhere(soma & ~ndi.binary_erosion(soma))
+    rooted = np.zeros(pieces.max() + 1, bool)
+    rooted[pieces[soma]] = True
+    tree, rim_tree = cKDTree(targets), cKDTree(rim) if len(rim) else None
+    reach_px = max_gap_um / pixel_size_um
+    for tip, ahead_of, own in zip(tips.tolist(), heading, piece.tolist()):
+        near = np.asarray(tree.query_ball_point(coords[tip], reach_px), int)
+        candidates = targets[near[pieces[tuple(targets[near].T)] != own]]
+        if rim_tree is not None and not rooted[own]:
+            candidates = np.concatenate([candidates, rim[rim_tree.query_ball_point(coords[tip], reach_px)]])
+        offset = candidates - coords[tip]
         length = np.linalg.norm(offset, axis=1)
-        ahead = offset @ heading > cos_max * length
-        if not ahead.any():
-            continue
-        goal = targets[near[ahead][np.argmin(length[ahead])]]
-        out[draw.line(*coords[tip], *goal)] = True
+        ahead = offset @ ahead_of > cos_max * length
+        if ahead.any():
+            goal = candidates[ahead][np.argmin(length[ahead])]
+            out[draw.line(*coords[tip], *goal)] = True
+
+    # A process fading for a stretch leaves two free tips facing each other.
+    for i, j in cKDTree(coords[tips]).query_pairs(max_facing_gap_um / pixel_size_um, output_type="ndarray"):
+        line = _unit((coords[tips[j]] - coords[tips[i]]).astype(float))
+        if piece[i] != piece[j] and heading[i] @ line > cos_max and -(heading[j] @ line) > cos_max:
+            out[draw.line(*coords[tips[i]], *coords[tips[j]])] = True
     return morphology.skeletonize(out)
 
 
@@ -481,19 +506,23 @@ class _SomaGraph:
         for soma in range(n_soma):
             claimed |= branches.walk(soma, cos_max=cos_max, cos_through=cos_through, cos_root=cos_root,
                                      tie_cosine=tie_cosine, skip=set()).claims
-        return [branches.walk(soma, cos_max=cos_max, cos_through=cos_through, cos_root=cos_root,
-                              tie_cosine=tie_cosine, skip=claimed)
-                for soma in range(n_soma)]
+        traces = [branches.walk(soma, cos_max=cos_max, cos_through=cos_through, cos_root=cos_root,
+                                tie_cosine=tie_cosine, skip=claimed)
+                  for soma in range(n_soma)]
+        branches.share_runs(traces)
+        return traces
 
 
 @dataclass
 class _Trace:
     """One cell's share of the skeleton: its process nodes, the joins it makes over
-    other somata (node pairs and their length in um) and the ends it claims there."""
+    other somata (node pairs and their length in um), the ends it claims there,
+    and the runs it reached that end at another soma (run, the end it came in by)."""
 
     nodes: np.ndarray
     through: list[tuple[int, int, float]]
     claims: set[int]
+    halves: list[tuple[int, int]]
 
 
 class _Branches:
@@ -634,6 +663,17 @@ class _Branches:
         keep[best] = alignment[best] > (cos_through if crossing[best] else cos_max)
         return [int(e) for e in others[keep]]
 
+    def _exits(self, soma: int) -> list[int]:
+        """The ends by which a process can leave ``soma``: those attached to it, and
+        those leaving a junction that the soma roots (where the skeleton meets a
+        soma through a run too short to have a direction, the way on starts at
+        the junction)."""
+        ends = self.ends_at(-1 - soma).tolist()
+        for junction in self.soma_junctions[0, self.soma_junctions[1] == soma]:
+            ends += [e for e in self.ends_at(junction).tolist()
+                     if self.run_length[self.end_run[e]] >= 0.5 * self.heading_um]
+        return ends
+
     def _across(self, soma: int, start: np.ndarray, heading: np.ndarray | None, *, arrival: int, cos_through: float,
                 tie_cosine: float) -> tuple[int, bool]:
         """Where a process reaching ``soma`` at ``start`` along ``heading`` (or hidden
@@ -644,7 +684,7 @@ class _Branches:
         """
         centre = self.graph.coords[self.graph.n_process + soma]
         best, best_score, best_own = -1, cos_through, 1.0
-        for end in self.ends_at(-1 - soma):
+        for end in self._exits(soma):
             chord = _unit(self.end_position[end] - start)
             if end == arrival or chord @ (centre - start) <= 0:
                 continue
@@ -736,11 +776,34 @@ class _Branches:
             stack.append((best, self.end_direction[best], -1))
         seen_runs.discard(-1)
         parts = [self.run_nodes[r] for r in seen_runs] + [self.junction_nodes[j] for j in junctions]
-        for run, near in halves:
-            nodes = self.run_nodes[run]
-            parts.append(nodes[self.nearest_end_node[np.searchsorted(self.chain_index, nodes)] == near])
         nodes = np.unique(np.concatenate(parts)) if parts else np.zeros(0, int)
-        return _Trace(nodes, through, claims)
+        return _Trace(nodes, through, claims, halves)
+
+    def share_runs(self, traces: list[_Trace]) -> None:
+        """Give out the runs that join two somata among the walks that reached them.
+
+        A run only one of its somata walks into (the other's end of it does not
+        point away from that soma's centre, so it is no root there) is that walk's
+        whole. So is a run between a soma with other processes and one without:
+        a cell with a process elsewhere rarely sends a second one into its
+        neighbour, while a B cell's tangential process often ends at the next
+        soma along the SGZ. Otherwise each cell gets the half nearer to it.
+        """
+        walkers: dict[int, list[tuple[int, int]]] = {}
+        for k, trace in enumerate(traces):
+            for run, near in trace.halves:
+                walkers.setdefault(run, []).append((k, near))
+        for run, ends in walkers.items():
+            nodes = self.run_nodes[run]
+            busy = [len(traces[k].nodes) > 0 for k, _ in ends]
+            for (k, near), elsewhere in zip(ends, busy):
+                if len(ends) == 1:
+                    part = nodes
+                elif len(ends) == 2 and sum(busy) == 1:
+                    part = np.zeros(0, int) if elsewhere else nodes
+                else:
+                    part = nodes[self.nearest_end_node[np.searchsorted(self.chain_index, nodes)] == near]
+                traces[k].nodes = np.union1d(traces[k].nodes, part)
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

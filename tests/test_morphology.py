@@ -268,6 +268,48 @@ def test_gap_wider_than_max_gap_is_not_joined():
     assert_length(f["process_length_um"], 55.0 + 20.0)
 
 
+def faded_cell(seed, *, from_um, to_um):
+    # A radial process from the soma's edge (y = 35 um) to y = 95 um, not drawn between
+    # from_um and to_um: a process fading for a stretch.
+    scene = Scene(seed).soma(1, 30.0, 40.0)
+    if from_um > 35.0:
+        scene.process((35.0, 40.0), (from_um, 40.0))
+    return scene.process((to_um, 40.0), (95.0, 40.0))
+
+
+# The tubeness response swells at a line's end and the skeleton's last pixels wander
+# in that swelling, so whether a given drawn gap is joined depends on the noise draw;
+# these two tests hold one draw where the join is needed and made.
+def test_process_fading_for_a_stretch_is_joined_between_its_facing_tips():
+    # A 9 um gap, wider than max_gap_um, between two tips that face each other.
+    f = faded_cell(0, from_um=55.0, to_um=64.0).features().loc[1]
+    assert_length(f["longest_path_um"], 60.0)  # measured 61.9
+    assert f["n_tips"] == 1
+    alone = faded_cell(0, from_um=55.0, to_um=64.0).features(max_facing_gap_um=0.0).loc[1]
+    assert alone["longest_path_um"] < 25.0  # measured 19.9
+
+
+def test_root_faded_next_to_its_soma_is_joined_to_it():
+    # The process starts 6 um from the soma's edge: a piece that reaches no soma joins
+    # the soma it points at.
+    f = faded_cell(0, from_um=35.0, to_um=41.0).features().loc[1]
+    assert_length(f["longest_path_um"], 60.0)  # measured 59.2
+    alone = faded_cell(0, from_um=35.0, to_um=41.0).features(max_gap_um=0.0).loc[1]
+    assert alone["longest_path_um"] == 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_run_between_two_somata_goes_to_the_cell_without_other_processes(seed):
+    # Cell 1's tangential process ends at cell 2, 12 um away; cell 2 has a radial process
+    # of its own. Halved, cell 1 would keep 6 um and read as a stub (A).
+    f = (Scene(seed).soma(1, 30.0, 30.0).process((30.0, 34.0), (30.0, 46.0))
+         .soma(2, 30.0, 50.0).process((35.0, 50.0), (95.0, 50.0))).features()
+    assert f.loc[1, "longest_path_um"] == pytest.approx(12.0, abs=3.0)
+    assert f.loc[1, "process_angle_deg"] > 60
+    assert_length(f.loc[2, "longest_path_um"], 60.0)
+    assert f.loc[2, "n_primary"] == 1
+
+
 def shallow_crossing(seed, half_angle_deg):
     # Cells 1 and 2 whose processes cross at y = 95 um (d = 1.25), each running
     # half_angle_deg off radial, from y = 35 um to y = 120 um.
@@ -572,22 +614,22 @@ def test_rules_reproduce_synth_c_from_true_features(staged):
 # --------------------------------------------------------------------------- the whole path
 
 
-# Issue 4's bar is 0.85 (stage) and 0.93 (group); what the tracing reaches on seeds
-# 101-103 is 0.86 and 0.88 (58 cells; 0.81 and 0.86 before gap joins and fused
-# crossings), held here with a little room. The group bar is not met.
-STAGE_ACCURACY_REACHED, GROUP_ACCURACY_REACHED = 0.83, 0.85
-
-
+# Issue 4's bar is 0.85 (stage) and 0.93 (group). What the tracing reaches on seeds
+# 101-103, held here with a little room: at the generator's default density 0.86 and
+# 0.88 (58 cells); in dense sections (150 DCX cells per mm SGZ) 0.68 and 0.82 (136
+# cells; 0.63 and 0.79 before exits through rooted junctions, whole soma-to-soma runs
+# and facing-tip joins). The group bar is not met.
 @pytest.mark.slow
-def test_staging_accuracy_on_detected_cells_of_held_out_sections():
-    # Issue 4's measure: count_section on held-out sections (seeds >= 101, the generator's
-    # default DCX density, 768^2 px at 0.65 um), detected somata matched to the true ones
-    # within 5 um, untruncated cells. benchmarks/staging.py measures more sections and a
-    # dense case (docs/validation.md, DCX staging).
+@pytest.mark.parametrize(("dcx_per_mm_sgz", "stage_reached", "group_reached"),
+                         [(SynthParams().dcx_per_mm_sgz, 0.83, 0.85), (150.0, 0.65, 0.79)])
+def test_staging_accuracy_on_detected_cells_of_held_out_sections(dcx_per_mm_sgz, stage_reached, group_reached):
+    # Issue 4's measure: count_section on held-out sections (seeds >= 101, 768^2 px at
+    # 0.65 um), detected somata matched to the true ones within 5 um, untruncated cells.
+    # benchmarks/staging.py measures more sections (docs/validation.md, DCX staging).
     truths, founds = [], []
     for seed in (101, 102, 103):
         synth = make_section(SynthParams(shape_px=(768, 768), pixel_size_um=0.65, markers=("dcx", "neun"),
-                                         seed=seed))
+                                         dcx_per_mm_sgz=dcx_per_mm_sgz, seed=seed))
         section = Section(path="synthetic", data=synth.image, channel_names=synth.channel_names,
                           pixel_size_um=synth.pixel_size_um, pixel_size_source="synthetic", projection="none")
         cells = count_section(section).cells
@@ -606,5 +648,5 @@ def test_staging_accuracy_on_detected_cells_of_held_out_sections():
     print(f"\n{len(truth)} cells: stage accuracy {stage_accuracy:.3f}, group accuracy {group_accuracy:.3f}")
     print(confusion(pd.Series(truth), pd.Series(found), list("ABCDEF")))
     assert len(truth) >= 50
-    assert stage_accuracy >= STAGE_ACCURACY_REACHED
-    assert group_accuracy >= GROUP_ACCURACY_REACHED
+    assert stage_accuracy >= stage_reached
+    assert group_accuracy >= group_reached
