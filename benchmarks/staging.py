@@ -1,6 +1,6 @@
 """Accuracy of DCX maturation staging (A-F) on held-out synthetic sections.
 
-Sections (DCX + NeuN, seeds 101, 102, ...; training never draws these) are counted
+Sections (DCX + NeuN, seeds 101, 102, ... by default; training never draws these) are counted
 with :func:`dcxcount.pipeline.count_section`, the path users run. Detected DCX somata
 are matched to the true ones (centroids within 5 um) and the stages of the matched
 cells whose processes lie whole in the image are compared, per DCX density and pooled:
@@ -15,6 +15,7 @@ layer lies beyond the outer one) and a green (stage right) or red (wrong) frame.
 Usage::
 
     python benchmarks/staging.py --sections 4 --density 60 150
+    python benchmarks/staging.py --first-seed 201 --sections 12 --density 60   # the dev seeds
     python benchmarks/staging.py --sections 4 --density 60 --figure docs/images/stages.jpg
 """
 
@@ -127,7 +128,9 @@ def stage_figure(crops: dict[str, list[np.ndarray]], *, per_stage: int) -> np.nd
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", type=int, default=4, help="sections per density (seeds 101, 102, ...)")
+    parser.add_argument("--sections", type=int, default=4, help="sections per density")
+    parser.add_argument("--first-seed", type=int, default=101,
+                        help="seeds FIRST, FIRST + 1, ...; 101 on are the test seeds, 201 on were used to choose")
     parser.add_argument("--size-px", type=int, default=768)
     parser.add_argument("--pixel-size-um", type=float, default=0.65)
     parser.add_argument("--density", type=float, nargs="+", default=[SynthParams().dcx_per_mm_sgz, 150.0],
@@ -139,7 +142,7 @@ def main() -> None:
     everything, crops = [], {stage: [] for stage in STAGES}
     for density in args.density:
         pooled = []
-        for seed in range(101, 101 + args.sections):
+        for seed in range(args.first_seed, args.first_seed + args.sections):
             synth = held_out_section(seed=seed, size_px=args.size_px, pixel_size_um=args.pixel_size_um,
                                      dcx_per_mm_sgz=density)
             started = time.perf_counter()
