@@ -793,9 +793,11 @@ class _Branches:
         for k, trace in enumerate(traces):
             for run, near in trace.halves:
                 walkers.setdefault(run, []).append((k, near))
+        # Whether a cell has other processes is judged on its walk, before any sharing.
+        walked = [len(trace.nodes) > 0 for trace in traces]
         for run, ends in walkers.items():
             nodes = self.run_nodes[run]
-            busy = [len(traces[k].nodes) > 0 for k, _ in ends]
+            busy = [walked[k] for k, _ in ends]
             for (k, near), elsewhere in zip(ends, busy):
                 if len(ends) == 1:
                     part = nodes
