@@ -12,6 +12,10 @@ A-F, 220 um crops of the DCX channel with the cell's traced processes in red, ot
 cells' in blue, its soma outlined in yellow, the GCL's borders in cyan (the molecular
 layer lies beyond the outer one) and a green (stage right) or red (wrong) frame.
 
+With ``--cache DIR`` each section's segmentation and layer frame are kept in DIR, and
+later runs only trace and stage again (about 4x faster; for work on the tracing).
+Delete DIR when segmentation or the frame change.
+
 Usage::
 
     python benchmarks/staging.py --sections 4 --density 60 150
@@ -22,7 +26,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import pickle
 import time
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -31,7 +37,7 @@ from skimage import segmentation
 
 from dcxcount.io import Section
 from dcxcount.metrics import match_centroids
-from dcxcount.morphology import STAGE_GROUPS, process_features
+from dcxcount.morphology import STAGE_GROUPS, process_features, stage_cells
 from dcxcount.pipeline import SectionResult, count_section
 from dcxcount.synth import SynthParams, SynthSection, make_section
 
@@ -50,6 +56,27 @@ def count_synthetic(synth: SynthSection) -> SectionResult:
     section = Section(path="synthetic", data=synth.image, channel_names=synth.channel_names,
                       pixel_size_um=synth.pixel_size_um, pixel_size_source="synthetic", projection="none")
     return count_section(section)
+
+
+def counted(*, seed: int, size_px: int, pixel_size_um: float, dcx_per_mm_sgz: float,
+            cache: Path | None) -> tuple[SynthSection, SectionResult]:
+    """A held-out section and its count; from ``cache`` when there, traced and staged again."""
+    path = None if cache is None else cache / f"seed{seed}_{size_px}px_{pixel_size_um:g}um_{dcx_per_mm_sgz:g}.pkl"
+    if path is None or not path.exists():
+        synth = held_out_section(seed=seed, size_px=size_px, pixel_size_um=pixel_size_um,
+                                 dcx_per_mm_sgz=dcx_per_mm_sgz)
+        result = count_synthetic(synth)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(pickle.dumps((synth, result)))
+        return synth, result
+    synth, result = pickle.loads(path.read_bytes())
+    dcx = synth.image[synth.params.markers.index("dcx")]
+    stages = stage_cells(process_features(dcx, result.labels["dcx"], result.frame),
+                         gcl_thickness_um=result.frame.thickness_um)
+    rows = result.cells["marker"] == "dcx"
+    result.cells.loc[rows, "stage"] = stages["stage"].reindex(result.cells.loc[rows, "cell_id"]).to_numpy()
+    return synth, result
 
 
 def staged_pairs(synth: SynthSection, result: SectionResult, *, max_distance_um: float = 5.0) -> pd.DataFrame:
@@ -135,6 +162,7 @@ def main() -> None:
     parser.add_argument("--pixel-size-um", type=float, default=0.65)
     parser.add_argument("--density", type=float, nargs="+", default=[SynthParams().dcx_per_mm_sgz, 150.0],
                         help="DCX cells per mm SGZ (the generator's default and a dense case)")
+    parser.add_argument("--cache", type=Path, help="keep segmentations here; later runs only trace and stage again")
     parser.add_argument("--figure", help="write the example-cell grid (PNG) here")
     parser.add_argument("--per-stage", type=int, default=3, help="example cells per stage in the figure")
     args = parser.parse_args()
@@ -143,10 +171,9 @@ def main() -> None:
     for density in args.density:
         pooled = []
         for seed in range(args.first_seed, args.first_seed + args.sections):
-            synth = held_out_section(seed=seed, size_px=args.size_px, pixel_size_um=args.pixel_size_um,
-                                     dcx_per_mm_sgz=density)
             started = time.perf_counter()
-            result = count_synthetic(synth)
+            synth, result = counted(seed=seed, size_px=args.size_px, pixel_size_um=args.pixel_size_um,
+                                    dcx_per_mm_sgz=density, cache=args.cache)
             pairs = staged_pairs(synth, result)
             stage, group = accuracies(pairs)
             print(f"density {density:g}/mm, seed {seed}: {len(pairs)} cells, stage {stage:.3f}, group {group:.3f}, "
