@@ -346,14 +346,14 @@ def _bridge_gaps(skeleton: np.ndarray, soma: np.ndarray, *, pixel_size_um: float
     rooted[pieces[soma]] = True
     tree, rim_tree = cKDTree(targets), cKDTree(rim) if len(rim) else None
     reach_px = max_gap_um / pixel_size_um
-    for tip, ahead_of, own in zip(tips.tolist(), heading, piece.tolist()):
+    for tip, direction, own in zip(tips.tolist(), heading, piece.tolist()):
         near = np.asarray(tree.query_ball_point(coords[tip], reach_px), int)
         candidates = targets[near[pieces[tuple(targets[near].T)] != own]]
         if rim_tree is not None and not rooted[own]:
             candidates = np.concatenate([candidates, rim[rim_tree.query_ball_point(coords[tip], reach_px)]])
         offset = candidates - coords[tip]
         length = np.linalg.norm(offset, axis=1)
-        ahead = offset @ ahead_of > cos_max * length
+        ahead = offset @ direction > cos_max * length
         if ahead.any():
             goal = candidates[ahead][np.argmin(length[ahead])]
             out[draw.line(*coords[tip], *goal)] = True
