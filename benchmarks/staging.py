@@ -5,7 +5,10 @@ with :func:`dcxcount.pipeline.count_section`, the path users run. Detected DCX s
 are matched to the true ones (centroids within 5 um) and the stages of the matched
 cells whose processes lie whole in the image are compared, per DCX density and pooled:
 stage accuracy over A-F, group accuracy over proliferative (A-B), intermediate (C-D)
-and postmitotic (E-F), and the 6x6 confusion matrix (rows true, columns found).
+and postmitotic (E-F), and the 6x6 confusion matrix (rows true, columns found). The
+accuracies are also given apart for "crowded" cells, whose true processes meet another
+cell's in the 2D image (running over another soma near their root, or fused with or
+ending on another cell's process), and for the clear rest.
 
 With ``--figure`` it also writes a grid of example cells: one row per found stage
 A-F, 220 um crops of the DCX channel with the cell's traced processes in red, other
@@ -33,6 +36,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pandas as pd
+from scipy.spatial import cKDTree
 from skimage import segmentation
 
 from dcxcount.io import Section
@@ -87,8 +91,51 @@ def staged_pairs(synth: SynthSection, result: SectionResult, *, max_distance_um:
                                max_distance_um=max_distance_um)
     matched, expected = found.iloc[pairs[:, 0]].reset_index(drop=True), real.iloc[pairs[:, 1]].reset_index(drop=True)
     whole = ~expected["truncated"].astype(bool)
-    return pd.DataFrame({"cell_id": matched["cell_id"], "x_um": matched["x_um"], "y_um": matched["y_um"],
-                         "truth": expected["stage"], "found": matched["stage"]})[whole].reset_index(drop=True)
+    pairs = pd.DataFrame({"cell_id": matched["cell_id"], "x_um": matched["x_um"], "y_um": matched["y_um"],
+                          "truth": expected["stage"], "found": matched["stage"],
+                          "crowded": crowded(synth, expected["cell_id"].to_numpy())})
+    return pairs[whole].reset_index(drop=True)
+
+
+def crowded(synth: SynthSection, cell_ids: np.ndarray, *, contact_um: float = 1.5, stretch_um: float = 4.0,
+            first_um: float = 15.0, over_fraction: float = 0.2) -> np.ndarray:
+    """Whether each true DCX cell's processes meet other cells' in the 2D image.
+
+    Crowded: more than ``over_fraction`` of its primaries' first ``first_um`` lies over
+    another soma, or a stretch longer than ``stretch_um`` of any of its processes runs
+    within ``contact_um`` of another cell's process (fused or merging, not a crossing).
+    """
+    step_um = 0.25
+    parts = []
+    for (cell, branch), points in synth.processes.groupby(["cell_id", "branch"]):
+        xy = points[["x_um", "y_um"]].to_numpy()
+        along = np.r_[0.0, np.cumsum(np.hypot(*np.diff(xy, axis=0).T))]
+        s = np.arange(0.0, along[-1], step_um)
+        parts.append(pd.DataFrame({"cell": cell, "branch": branch, "primary": points["parent"].iloc[0] == -1,
+                                   "s": s, "x": np.interp(s, along, xy[:, 0]), "y": np.interp(s, along, xy[:, 1])}))
+    if not parts:
+        return np.zeros(len(cell_ids), bool)
+    samples = pd.concat(parts, ignore_index=True)
+    xy = samples[["x", "y"]].to_numpy()
+    owner = samples["cell"].to_numpy()
+    near = cKDTree(xy).query_ball_point(xy, contact_um)
+    touching = np.array([(owner[hits] != cell).any() for hits, cell in zip(near, owner)])
+    somata = synth.labels["dcx"]
+    pixel = np.clip(np.round(xy[:, ::-1] / synth.pixel_size_um).astype(int), 0, np.array(somata.shape) - 1)
+    under = somata[tuple(pixel.T)]
+    over = (under > 0) & (under != owner)
+    out = []
+    for cell in cell_ids:
+        mine = (owner == cell)
+        first = mine & samples["primary"].to_numpy() & (samples["s"].to_numpy() <= first_um)
+        longest = 0
+        for _, index in samples[mine].groupby("branch").indices.items():
+            rows = np.flatnonzero(mine)[index]
+            run = np.diff(np.r_[0, touching[rows].astype(int), 0])
+            starts, ends = np.flatnonzero(run == 1), np.flatnonzero(run == -1)
+            longest = max(longest, int((ends - starts).max()) if len(starts) else 0)
+        out.append((first.any() and over[first].mean() > over_fraction) or longest * step_um > stretch_um)
+    return np.array(out, bool)
 
 
 def accuracies(pairs: pd.DataFrame) -> tuple[float, float]:
@@ -195,6 +242,10 @@ def main() -> None:
 def _report(title: str, pairs: pd.DataFrame) -> None:
     stage, group = accuracies(pairs)
     print(f"\n{title}: {len(pairs)} matched cells, stage accuracy {stage:.3f}, group accuracy {group:.3f}")
+    for name, part in (("clear", pairs[~pairs["crowded"]]), ("crowded", pairs[pairs["crowded"]])):
+        if len(part):
+            print(f"  {name} (processes {'not ' if name == 'clear' else ''}meeting a neighbour's): {len(part)} cells, "
+                  "stage {:.3f}, group {:.3f}".format(*accuracies(part)))
     print(confusion(pairs).to_string())
 
 
