@@ -8,7 +8,9 @@ stage accuracy over A-F, group accuracy over proliferative (A-B), intermediate (
 and postmitotic (E-F), and the 6x6 confusion matrix (rows true, columns found). The
 accuracies are also given apart for "crowded" cells, whose true processes meet another
 cell's in the 2D image (running over another soma near their root, or fused with or
-ending on another cell's process), and for the clear rest.
+ending on another cell's process), and for the clear rest; and apart for the cells that
+the tracing itself marks as doubtful (``process_shared_um`` > 6 um or ``somata_crossed`` > 0
+in cells.csv), which users can see in their own data.
 
 With ``--figure`` it also writes a grid of example cells: one row per found stage
 A-F, 220 um crops of the DCX channel with the cell's traced processes in red, other
@@ -46,6 +48,9 @@ from dcxcount.pipeline import SectionResult, count_section
 from dcxcount.synth import SynthParams, SynthSection, make_section
 
 STAGES = list("ABCDEF")
+# Traced cells whose processes another cell's trace also holds for longer than this, or
+# that cross another soma, are "doubtful" (cells.csv's process_shared_um, somata_crossed).
+DOUBTFUL_SHARED_UM = 6.0
 GROUPS = ["proliferative", "intermediate", "postmitotic"]
 
 
@@ -76,10 +81,11 @@ def counted(*, seed: int, size_px: int, pixel_size_um: float, dcx_per_mm_sgz: fl
         return synth, result
     synth, result = pickle.loads(path.read_bytes())
     dcx = synth.image[synth.params.markers.index("dcx")]
-    stages = stage_cells(process_features(dcx, result.labels["dcx"], result.frame),
-                         gcl_thickness_um=result.frame.thickness_um)
+    features = process_features(dcx, result.labels["dcx"], result.frame)
+    staged = features.join(stage_cells(features, gcl_thickness_um=result.frame.thickness_um))
     rows = result.cells["marker"] == "dcx"
-    result.cells.loc[rows, "stage"] = stages["stage"].reindex(result.cells.loc[rows, "cell_id"]).to_numpy()
+    for column in staged.columns:
+        result.cells.loc[rows, column] = staged[column].reindex(result.cells.loc[rows, "cell_id"]).to_numpy()
     return synth, result
 
 
@@ -93,7 +99,9 @@ def staged_pairs(synth: SynthSection, result: SectionResult, *, max_distance_um:
     whole = ~expected["truncated"].astype(bool)
     pairs = pd.DataFrame({"cell_id": matched["cell_id"], "x_um": matched["x_um"], "y_um": matched["y_um"],
                           "truth": expected["stage"], "found": matched["stage"],
-                          "crowded": crowded(synth, expected["cell_id"].to_numpy())})
+                          "crowded": crowded(synth, expected["cell_id"].to_numpy()),
+                          "doubtful": (matched["process_shared_um"] > DOUBTFUL_SHARED_UM)
+                          | (matched["somata_crossed"] > 0)})
     return pairs[whole].reset_index(drop=True)
 
 
@@ -242,10 +250,13 @@ def main() -> None:
 def _report(title: str, pairs: pd.DataFrame) -> None:
     stage, group = accuracies(pairs)
     print(f"\n{title}: {len(pairs)} matched cells, stage accuracy {stage:.3f}, group accuracy {group:.3f}")
-    for name, part in (("clear", pairs[~pairs["crowded"]]), ("crowded", pairs[pairs["crowded"]])):
+    for name, part in (("clear (true processes meeting no neighbour's)", pairs[~pairs["crowded"]]),
+                       ("crowded (true processes meeting a neighbour's)", pairs[pairs["crowded"]]),
+                       ("traced, not doubtful", pairs[~pairs["doubtful"]]),
+                       (f"traced, doubtful (> {DOUBTFUL_SHARED_UM:g} um shared or a soma crossed)",
+                        pairs[pairs["doubtful"]])):
         if len(part):
-            print(f"  {name} (processes {'not ' if name == 'clear' else ''}meeting a neighbour's): {len(part)} cells, "
-                  "stage {:.3f}, group {:.3f}".format(*accuracies(part)))
+            print(f"  {name}: {len(part)} cells, stage {{:.3f}}, group {{:.3f}}".format(*accuracies(part)))
     print(confusion(pairs).to_string())
 
 

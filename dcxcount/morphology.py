@@ -70,7 +70,8 @@ STAGE_GROUPS = {"A": "proliferative", "B": "proliferative", "C": "intermediate",
                 "D": "intermediate", "E": "postmitotic", "F": "postmitotic"}
 
 FEATURE_COLUMNS = ("process_length_um", "longest_path_um", "n_primary", "n_branch_points",
-                   "n_branch_points_ml", "n_tips", "n_tips_ml", "max_depth", "process_angle_deg")
+                   "n_branch_points_ml", "n_tips", "n_tips_ml", "max_depth", "process_angle_deg",
+                   "process_shared_um", "somata_crossed")
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,12 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
         spur pruning, ``*_ml`` those beyond ``ml_depth``; ``max_depth`` the deepest
         layer depth of soma centre or processes; ``process_angle_deg`` the angle
         (0-90) between the line from the soma centre to the farthest process point
-        and the local radial direction.
+        and the local radial direction. Two measures of how much the ownership of
+        the processes is in doubt, not used by the stage rules:
+        ``process_shared_um``, the length of the cell's processes that another
+        cell's trace also holds (fused or merging processes, shared crossings of
+        a soma), and ``somata_crossed``, how often its processes run across another
+        soma (a root hidden under a touching neighbour counts too).
     skeleton : (Y, X) int32 array
         Only with ``return_skeleton``: each cell's traced process pixels carry its
         soma label (a pixel two cells share, the higher label).
@@ -242,6 +248,7 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
                                tie_cosine=tie_cosine)
 
     dy, dx = frame.radial_direction()
+    claims = np.bincount(np.concatenate([trace.nodes for trace in traces]).astype(int), minlength=graph.n_nodes)
     for k, trace in enumerate(traces):
         if len(trace.nodes) == 0:
             continue
@@ -269,8 +276,13 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
         vy, vx = graph.coords[far] - centroids[k]
         ry, rx = dy[int(round(cy)), int(round(cx))], dx[int(round(cy)), int(round(cx))]
         cosine = abs(vy * ry + vx * rx) / (np.hypot(vy, vx) + 1e-12)
+        length = np.asarray(sub[rows, cols]).ravel()
+        # Along the skeleton only: a join across another soma is no stretch two cells hold.
+        along = graph.adjacency()[local][:, local]
+        a, b = sparse.triu(along).nonzero()
+        shared = claims[local] >= 2
         features.iloc[k] = [
-            float(np.asarray(sub[rows, cols]).sum()),
+            float(length.sum()),
             float(distance.max()),
             n_primary,
             len(junction_clusters),
@@ -279,6 +291,8 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
             int((node_depth[tips] > ml_depth).sum()),
             max(float(soma_depth[k]), float(node_depth.max())),
             float(np.degrees(np.arccos(np.clip(cosine, 0, 1)))),
+            float(np.asarray(along[a, b]).ravel()[shared[a] & shared[b]].sum()),
+            len(trace.through),
         ]
     return (features, traced) if return_skeleton else features
 
@@ -784,7 +798,7 @@ class _Branches:
 
         A run only one of its somata walks into (the other's end of it does not
         point away from that soma's centre, so it is no root there) is that walk's
-        whole. So is a run between a soma with other processes and one without:
+        whole, unless another walk went along it across a soma. So is a run between a soma with other processes and one without:
         a cell with a process elsewhere rarely sends a second one into its
         neighbour, while a B cell's tangential process often ends at the next
         soma along the SGZ. Otherwise each cell gets the half nearer to it.
@@ -795,11 +809,13 @@ class _Branches:
                 walkers.setdefault(run, []).append((k, near))
         # Whether a cell has other processes is judged on its walk, before any sharing.
         walked = [len(trace.nodes) > 0 for trace in traces]
+        # A run that another walk went along (a process crossing that soma) is no root's alone.
+        held = set(np.unique(self.run[np.concatenate([trace.nodes for trace in traces]).astype(int)]).tolist())
         for run, ends in walkers.items():
             nodes = self.run_nodes[run]
             busy = [walked[k] for k, _ in ends]
             for (k, near), elsewhere in zip(ends, busy):
-                if len(ends) == 1:
+                if len(ends) == 1 and run not in held:
                     part = nodes
                 elif len(ends) == 2 and sum(busy) == 1:
                     part = np.zeros(0, int) if elsewhere else nodes

@@ -229,6 +229,19 @@ def test_process_over_the_middle_of_a_neighbour_soma_is_shared():
     assert_length(f.loc[2, "longest_path_um"], 35.0)
 
 
+def test_doubtful_ownership_is_measured():
+    # A clear cell shares nothing and crosses no soma; a process over the middle of a
+    # neighbour's soma is shared beyond it and crosses it.
+    clear = radial_cell(0).features().loc[1]
+    assert (clear["process_shared_um"], clear["somata_crossed"]) == (0, 0)
+    f = (Scene(0).soma(1, 30.0, 40.0).process((35.0, 40.0), (95.0, 40.0))
+         .soma(2, 55.0, 40.0)).features()
+    assert f.loc[1, "somata_crossed"] == 1 and f.loc[2, "somata_crossed"] == 0
+    # Cell 2 holds the far stretch and half the run from cell 1's soma, all also cell 1's.
+    assert f.loc[2, "process_shared_um"] == pytest.approx(f.loc[2, "process_length_um"], abs=2.0)  # 39.7, 40.7
+    assert f.loc[1, "process_shared_um"] == pytest.approx(f.loc[2, "process_shared_um"])
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_crossing_processes_keep_their_own_course(seed):
     # Two processes crossing at ~60 deg: no branch point, one tip each, each its own length
