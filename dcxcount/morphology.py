@@ -798,10 +798,11 @@ class _Branches:
 
         A run only one of its somata walks into (the other's end of it does not
         point away from that soma's centre, so it is no root there) is that walk's
-        whole, unless another walk went along it across a soma. So is a run between a soma with other processes and one without:
-        a cell with a process elsewhere rarely sends a second one into its
-        neighbour, while a B cell's tangential process often ends at the next
-        soma along the SGZ. Otherwise each cell gets the half nearer to it.
+        whole, unless another walk went along it across a soma. So is a run
+        between a soma with other processes and one without: a cell with a
+        process elsewhere rarely sends a second one into its neighbour, while a
+        B cell's tangential process often ends at the next soma along the SGZ.
+        Otherwise each cell gets the half nearer to it.
         """
         walkers: dict[int, list[tuple[int, int]]] = {}
         for k, trace in enumerate(traces):
