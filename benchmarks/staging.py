@@ -136,9 +136,10 @@ def crowded(synth: SynthSection, cell_ids: np.ndarray, *, contact_um: float = 1.
     for cell in cell_ids:
         mine = (owner == cell)
         first = mine & samples["primary"].to_numpy() & (samples["s"].to_numpy() <= first_um)
+        positions = np.flatnonzero(mine)
         longest = 0
         for _, index in samples[mine].groupby("branch").indices.items():
-            rows = np.flatnonzero(mine)[index]
+            rows = positions[index]
             run = np.diff(np.r_[0, touching[rows].astype(int), 0])
             starts, ends = np.flatnonzero(run == 1), np.flatnonzero(run == -1)
             longest = max(longest, int((ends - starts).max()) if len(starts) else 0)

@@ -252,10 +252,11 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
     for k, trace in enumerate(traces):
         if len(trace.nodes) == 0:
             continue
-        local, sub = graph.cell_graph(k, trace)
+        local, sub, along = graph.cell_graph(k, trace)
         distance = csgraph.dijkstra(sub, directed=False, indices=0)
         reached = np.isfinite(distance)
         local, sub, distance = local[reached], sub[reached][:, reached], distance[reached]
+        along = along[reached][:, reached]
         if len(local) < 2:
             continue
         traced[tuple(graph.coords[local[1:]].astype(int).T)] = labels[k]
@@ -278,7 +279,6 @@ def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
         cosine = abs(vy * ry + vx * rx) / (np.hypot(vy, vx) + 1e-12)
         length = np.asarray(sub[rows, cols]).ravel()
         # Along the skeleton only: a join across another soma is no stretch two cells hold.
-        along = graph.adjacency()[local][:, local]
         a, b = sparse.triu(along).nonzero()
         shared = claims[local] >= 2
         features.iloc[k] = [
@@ -491,11 +491,11 @@ class _SomaGraph:
             self.coords = self.coords[keep_node]
             self._adjacency = None
 
-    def cell_graph(self, soma: int, trace: _Trace) -> tuple[np.ndarray, sparse.csr_matrix]:
-        """The soma and its process nodes (``local``, soma first) and their adjacency,
-        with the joins the cell's processes make over other somata."""
+    def cell_graph(self, soma: int, trace: _Trace) -> tuple[np.ndarray, sparse.csr_matrix, sparse.csr_matrix]:
+        """The soma and its process nodes (``local``, soma first), their adjacency
+        with the joins the cell's processes make over other somata, and without."""
         local = np.concatenate([[self.n_process + soma], trace.nodes])
-        sub = self.adjacency()[local][:, local]
+        sub = along = self.adjacency()[local][:, local]
         if trace.through:
             a, b, w = (np.array(column) for column in zip(*trace.through))
             position = np.full(self.n_nodes, -1)
@@ -504,7 +504,7 @@ class _SomaGraph:
             ok = (a >= 0) & (b >= 0)
             a, b, w = a[ok], b[ok], w[ok]
             sub = sub + sparse.csr_matrix((np.r_[w, w], (np.r_[a, b], np.r_[b, a])), shape=sub.shape)
-        return local, sub
+        return local, sub, along
 
     def trace_cells(self, *, heading_um: float, max_fused_um: float, max_turn_deg: float,
                     max_through_turn_deg: float, max_root_turn_deg: float, tie_cosine: float) -> list[_Trace]:
