@@ -31,6 +31,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pickle
 import time
 from pathlib import Path
@@ -80,13 +81,19 @@ def counted(*, seed: int, size_px: int, pixel_size_um: float, dcx_per_mm_sgz: fl
             path.write_bytes(pickle.dumps((synth, result)))
         return synth, result
     synth, result = pickle.loads(path.read_bytes())
+    return synth, restaged(synth, result)
+
+
+def restaged(synth: SynthSection, result: SectionResult) -> SectionResult:
+    """``result`` with its DCX cells' processes traced and staged again (the segmentation kept)."""
     dcx = synth.image[synth.params.markers.index("dcx")]
     features = process_features(dcx, result.labels["dcx"], result.frame)
     staged = features.join(stage_cells(features, gcl_thickness_um=result.frame.thickness_um))
-    rows = result.cells["marker"] == "dcx"
+    cells = result.cells.copy()
+    rows = cells["marker"] == "dcx"
     for column in staged.columns:
-        result.cells.loc[rows, column] = staged[column].reindex(result.cells.loc[rows, "cell_id"]).to_numpy()
-    return synth, result
+        cells.loc[rows, column] = staged[column].reindex(cells.loc[rows, "cell_id"]).to_numpy()
+    return dataclasses.replace(result, cells=cells)
 
 
 def staged_pairs(synth: SynthSection, result: SectionResult, *, max_distance_um: float = 5.0) -> pd.DataFrame:
