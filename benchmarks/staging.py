@@ -9,8 +9,8 @@ and postmitotic (E-F), and the 6x6 confusion matrix (rows true, columns found). 
 accuracies are also given apart for "crowded" cells, whose true processes meet another
 cell's in the 2D image (running over another soma near their root, or fused with or
 ending on another cell's process), and for the clear rest; and apart for the cells that
-the tracing itself marks as doubtful (``process_shared_um`` > 6 um or ``somata_crossed`` > 0
-in cells.csv), which users can see in their own data.
+the tracing itself marks as doubtful (cells.csv's ``stage_doubtful``: ``process_shared_um`` >
+6 um or ``somata_crossed`` > 0), which users can see in their own data.
 
 With ``--figure`` it also writes a grid of example cells: one row per found stage
 A-F, 220 um crops of the DCX channel with the cell's traced processes in red, other
@@ -49,9 +49,6 @@ from dcxcount.pipeline import SectionResult, count_section
 from dcxcount.synth import SynthParams, SynthSection, make_section
 
 STAGES = list("ABCDEF")
-# Traced cells whose processes another cell's trace also holds for longer than this, or
-# that cross another soma, are "doubtful" (cells.csv's process_shared_um, somata_crossed).
-DOUBTFUL_SHARED_UM = 6.0
 GROUPS = ["proliferative", "intermediate", "postmitotic"]
 
 
@@ -107,8 +104,7 @@ def staged_pairs(synth: SynthSection, result: SectionResult, *, max_distance_um:
     pairs = pd.DataFrame({"cell_id": matched["cell_id"], "x_um": matched["x_um"], "y_um": matched["y_um"],
                           "truth": expected["stage"], "found": matched["stage"],
                           "crowded": crowded(synth, expected["cell_id"].to_numpy()),
-                          "doubtful": (matched["process_shared_um"] > DOUBTFUL_SHARED_UM)
-                          | (matched["somata_crossed"] > 0)})
+                          "doubtful": matched["stage_doubtful"].astype(bool)})
     return pairs[whole].reset_index(drop=True)
 
 
@@ -261,7 +257,7 @@ def _report(title: str, pairs: pd.DataFrame) -> None:
     for name, part in (("clear (true processes meeting no neighbour's)", pairs[~pairs["crowded"]]),
                        ("crowded (true processes meeting a neighbour's)", pairs[pairs["crowded"]]),
                        ("traced, not doubtful", pairs[~pairs["doubtful"]]),
-                       (f"traced, doubtful (> {DOUBTFUL_SHARED_UM:g} um shared or a soma crossed)",
+                       ("traced, doubtful (stage_doubtful: processes shared or a soma crossed)",
                         pairs[pairs["doubtful"]])):
         if len(part):
             print(f"  {name}: {len(part)} cells, stage {{:.3f}}, group {{:.3f}}".format(*accuracies(part)))

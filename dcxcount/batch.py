@@ -200,7 +200,7 @@ def _write_tables(sheet: pd.DataFrame, settings: StudySettings, out_dir: Path) -
             cell_tables.append(cells)
     sections = pd.DataFrame(section_rows)
     for column in ["dcx_count", "neun_count", "dcx_neun_count", "gcl_area_mm2",
-                   *(f"stage_{s}" for s in STAGES)]:
+                   *(f"stage_{s}" for s in STAGES), "stage_doubtful"]:
         if column not in sections:
             sections[column] = np.nan
     front = identity + ["status", "dcx_count", "neun_count", "dcx_neun_count", "gcl_area_mm2"]

@@ -117,6 +117,14 @@ class StagingRules:
         and tips beyond it.
     f_min_branch_points, f_min_tips : int
         F: at least this many branch points, or tips, beyond ``ml_depth``.
+    doubtful_shared_um : float
+        Not a stage rule: a call is flagged ``stage_doubtful`` when more than this
+        length of the cell's processes is also held by another cell's trace
+        (``process_shared_um``), or its processes run across another soma
+        (``somata_crossed`` > 0). On synthetic sections such calls are right far
+        less often (docs/validation.md, DCX staging); their share per animal shows
+        whether crowding, which grows with the density of DCX cells, differs between
+        groups.
     """
 
     stub_um: float = 10.0
@@ -126,6 +134,7 @@ class StagingRules:
     ml_depth: float = 1.0
     f_min_branch_points: int = 2
     f_min_tips: int = 3
+    doubtful_shared_um: float = 6.0
 
 
 def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
@@ -846,7 +855,9 @@ def stage_cells(features: pd.DataFrame, *, gcl_thickness_um: float,
     -------
     pandas.DataFrame
         Indexed like ``features``: ``stage`` (A-F), ``stage_group``
-        (proliferative, intermediate, postmitotic) and ``stage_margin``, how far
+        (proliferative, intermediate, postmitotic), ``stage_doubtful`` (the
+        processes' ownership is in doubt; see ``StagingRules.doubtful_shared_um``)
+        and ``stage_margin``, how far
         the cell is from the nearest threshold that would change its stage. Each
         comparison's distance is a fraction: a length, angle or count as a fraction
         of its threshold (counts are integers, so their border lies half a count
@@ -902,6 +913,8 @@ def stage_cells(features: pd.DataFrame, *, gcl_thickness_um: float,
     out = pd.DataFrame({"stage": stage.astype(str)}, index=features.index)
     out["stage_group"] = out["stage"].map(STAGE_GROUPS)
     out["stage_margin"] = margin
+    out["stage_doubtful"] = ((features["process_shared_um"].to_numpy(float) > rules.doubtful_shared_um)
+                             | (features["somata_crossed"].to_numpy(float) > 0))
     return out
 
 

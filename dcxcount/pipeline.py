@@ -302,6 +302,7 @@ def count_section(section: Section, *, settings: CountSettings = CountSettings()
     for stage in STAGES:
         summary[f"stage_{stage}"] = int((dcx["stage"] == stage).sum())
     summary["maturation_index"] = (summary["stage_E"] + summary["stage_F"]) / len(dcx) if len(dcx) else np.nan
+    summary["stage_doubtful"] = int(dcx["stage_doubtful"].astype(bool).sum()) if len(dcx) else 0
     summary["dcx_per_mm2_gcl"] = summary["dcx_count"] / frame.gcl_area_mm2 if frame.gcl_area_mm2 else np.nan
     summary.update({f"{marker}_threshold": value for marker, value in thresholds.items()})
     summary.update(_analogue_phenotype_counts(counted))

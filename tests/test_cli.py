@@ -192,6 +192,10 @@ def test_stage_rules_can_be_given_and_the_settings_are_recorded(good_section, tm
     cells, sections, _ = _tables(out)
     assert sections.loc[0, "dcx_count"] > 0 and sections.loc[0, "stage_A"] == sections.loc[0, "dcx_count"]
     assert set(cells.loc[cells["marker"] == "dcx", "stage"]) == {"A"}
+    dcx = cells[cells["marker"] == "dcx"]
+    doubtful = (dcx["process_shared_um"] > 6) | (dcx["somata_crossed"] > 0)
+    assert (dcx["stage_doubtful"].astype(bool) == doubtful).all()
+    assert sections.loc[0, "stage_doubtful"] == doubtful[dcx["counted"].astype(bool)].sum()
     recorded = json.loads((out / "settings.json").read_text())
     assert recorded["settings"]["count"]["staging"]["stub_um"] == 1000
     assert recorded["settings"]["count"]["staging"]["ml_depth"] == 1.0  # the rest keep their defaults

@@ -400,7 +400,7 @@ def table(*rows) -> pd.DataFrame:
         records.append({"cell_id": name, "process_length_um": length, "longest_path_um": length,
                         "n_primary": 1, "n_branch_points": branches, "n_branch_points_ml": branches,
                         "n_tips": max(tips, 1), "n_tips_ml": tips, "max_depth": depth,
-                        "process_angle_deg": angle})
+                        "process_angle_deg": angle, "process_shared_um": 0.0, "somata_crossed": 0})
     return pd.DataFrame(records).set_index("cell_id")
 
 
@@ -483,7 +483,7 @@ def test_gcl_thickness_scales_the_short_rule():
 
 def test_stage_margin_is_the_distance_to_the_nearest_deciding_threshold():
     out = stage_cells(CLEAR, gcl_thickness_um=T)
-    assert list(out.columns) == ["stage", "stage_group", "stage_margin"]
+    assert list(out.columns) == ["stage", "stage_group", "stage_margin", "stage_doubtful"]
     margin = out["stage_margin"]
     assert margin["A"] == pytest.approx(0.6)  # L = 4 against stub_um = 10
     # B: tangential by (70 - 45) / 45; every earlier rule fails by more (stub by 1.0,
@@ -509,6 +509,18 @@ def test_stage_margin_grows_away_from_the_border():
     assert margins["stage_margin"].is_monotonic_increasing
     one_fork = stage_cells(table(("E", 100.0, 1.5, 10.0, 1, 2)), gcl_thickness_um=T)["stage_margin"].iloc[0]
     assert one_fork == pytest.approx(1 / 6)  # one tip short of F's three
+
+
+def test_calls_on_processes_of_doubtful_ownership_are_flagged():
+    rows = table(*[(name, 45.0, 0.7, 10.0, 0, 0) for name in ("clear", "shared", "crossed", "little")])
+    rows.loc["shared", "process_shared_um"] = 12.0
+    rows.loc["crossed", "somata_crossed"] = 1
+    rows.loc["little", "process_shared_um"] = 4.0  # a crossing's few um, under the default 6
+    out = stage_cells(rows, gcl_thickness_um=T)
+    assert list(out["stage_doubtful"]) == [False, True, True, False]
+    assert list(out["stage"]) == ["C"] * 4  # the flag never changes a stage
+    strict = stage_cells(rows, gcl_thickness_um=T, rules=StagingRules(doubtful_shared_um=3.0))
+    assert list(strict["stage_doubtful"]) == [False, True, True, True]
 
 
 # --------------------------------------------------------------------------- synthetic sections
@@ -603,7 +615,7 @@ def _truth_features(section, truth: pd.DataFrame) -> pd.DataFrame:
         "longest_path_um": truth["longest_path_um"], "max_depth": truth["max_depth"],
         "n_branch_points_ml": truth["n_branch_points_ml"].astype(float),
         "n_tips_ml": np.where(reaches, truth["n_tips"].astype(float), 0.0),
-        "process_angle_deg": pd.Series(angles)})
+        "process_angle_deg": pd.Series(angles), "process_shared_um": 0.0, "somata_crossed": 0})
 
 
 def test_rules_reproduce_synth_stages_from_true_features_except_c(staged):

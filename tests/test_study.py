@@ -202,6 +202,20 @@ def test_animal_counts_are_the_sums_of_their_ok_sections():
     assert m1["estimated_total_brdu"] == 5 * 6
 
 
+def test_doubtful_stage_calls_are_summed_and_given_as_a_share_of_dcx_cells():
+    sections = section_rows(
+        {"animal": "m1", "section": 1, "dcx_count": 10, "stage_doubtful": 2},
+        {"animal": "m1", "section": 2, "dcx_count": 30, "stage_doubtful": 4},
+        {"animal": "m2", "section": 1, "dcx_count": 0, "stage_doubtful": 0},
+    )
+    table = animals_table(sections, section_interval=6, hemispheres=2).set_index("animal")
+    assert table.loc["m1", "stage_doubtful"] == 6
+    assert table.loc["m1", "pct_stage_doubtful"] == pytest.approx(100 * 6 / 40)
+    assert np.isnan(table.loc["m2", "pct_stage_doubtful"])
+    assert "stage_doubtful" not in animals_table(section_rows({"animal": "m1", "section": 1}),
+                                                 section_interval=6, hemispheres=2)
+
+
 def test_phenotype_shares_are_pooled_over_an_animals_sections():
     sections = section_rows(
         {"animal": "m1", "section": 1, "brdu_count": 10, "brdu_dcx_count": 6, "brdu_neun_dcxneg_count": 3,
