@@ -855,9 +855,8 @@ def stage_cells(features: pd.DataFrame, *, gcl_thickness_um: float,
     -------
     pandas.DataFrame
         Indexed like ``features``: ``stage`` (A-F), ``stage_group``
-        (proliferative, intermediate, postmitotic), ``stage_doubtful`` (the
-        processes' ownership is in doubt; see ``StagingRules.doubtful_shared_um``)
-        and ``stage_margin``, how far
+        (proliferative, intermediate, postmitotic), ``stage_margin`` and
+        ``stage_doubtful``. The margin is how far
         the cell is from the nearest threshold that would change its stage. Each
         comparison's distance is a fraction: a length, angle or count as a fraction
         of its threshold (counts are integers, so their border lies half a count
@@ -867,6 +866,8 @@ def stage_cells(features: pd.DataFrame, *, gcl_thickness_um: float,
         far from flipping as its nearest part when it holds, its farthest when it
         does not; an "or" the other way round). 0 means on a border; a stage that
         hangs on one spurious branch point has a margin of a quarter to a half.
+        ``stage_doubtful`` says the processes' ownership is in doubt (see
+        ``StagingRules.doubtful_shared_um``); it never changes the stage.
 
     Warns
     -----

@@ -257,7 +257,8 @@ def animals_table(
     ok = sections[sections["status"].eq("ok")]
     counts = [column for column in sections.columns if str(column).endswith("_count")]
     # Optional, so that tables written before the flag existed still aggregate.
-    summed = [*counts, *_STAGE_COLUMNS, *(["stage_doubtful"] if "stage_doubtful" in sections else [])]
+    doubtful = ["stage_doubtful"] if "stage_doubtful" in sections else []
+    summed = [*counts, *_STAGE_COLUMNS, *doubtful]
     totals = ok.groupby("animal", sort=False)[[*summed, "gcl_area_mm2"]].sum()
     # groupby sums skip missing values; a partial sum would pose as a total.
     incomplete = ok[[*summed, "gcl_area_mm2"]].isna().groupby(ok["animal"], sort=False).any()
@@ -270,8 +271,8 @@ def animals_table(
     for column in summed:
         table[column] = _whole_if_possible(totals[column])
     table["maturation_index"] = _ratio(table["stage_E"] + table["stage_F"], table["dcx_count"])
-    if "stage_doubtful" in table:
-        table["pct_stage_doubtful"] = 100 * _ratio(table["stage_doubtful"], table["dcx_count"])
+    for column in doubtful:
+        table[f"pct_{column}"] = 100 * _ratio(table[column], table["dcx_count"])
     table["pct_dcx_neun"] = 100 * _ratio(table["dcx_neun_count"], table["dcx_count"])
     # The seed study's read-outs: of the cells born at the BrdU/EdU pulse, the share
     # still immature (DCX+) and the share that became mature neurons (NeuN+DCX-).
@@ -296,8 +297,8 @@ def animals_table(
         table["gcl_area_mm2"] * table["thickness_um"].astype("float64") / 1000 * represented
     )
 
-    first = ["group", "n_sections", "n_failed", *summed, "maturation_index",
-             *(["pct_stage_doubtful"] if "stage_doubtful" in table else []), "pct_dcx_neun", "gcl_area_mm2", "dcx_per_mm2_gcl", "section_interval", "hemispheres", "thickness_um"]
+    first = ["group", "n_sections", "n_failed", *summed, "maturation_index", *(f"pct_{c}" for c in doubtful),
+             "pct_dcx_neun", "gcl_area_mm2", "dcx_per_mm2_gcl", "section_interval", "hemispheres", "thickness_um"]
     return table[first + [c for c in table.columns if c not in first]].reset_index()
 
 
