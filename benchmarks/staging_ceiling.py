@@ -84,21 +84,19 @@ def _oracle_trace(oracle: str, owner: np.ndarray, cells: np.ndarray, cues: list[
     def traced(graph, **settings):
         traces = trace_cells(graph, **settings)
         node_owner = owner[tuple(graph.coords[: graph.n_process].astype(int).T)]
-        holders = np.zeros(graph.n_nodes, np.int64)
-        for trace in traces:
-            holders[trace.nodes.astype(int)] += 1
         if oracle == "traced":
             cues.extend(_contested_cues(graph, traces, node_owner, cells, settings))
             return traces
+        # Nodes that their true owner's walk holds too (so two or more walks hold them).
+        owner_holds = np.zeros(graph.n_process, bool)
+        for k, trace in enumerate(traces):
+            nodes = trace.nodes.astype(int)
+            owner_holds[nodes[node_owner[nodes] == cells[k]]] = True
         for k, trace in enumerate(traces):
             nodes = trace.nodes.astype(int)
             other = (node_owner[nodes] > 0) & (node_owner[nodes] != cells[k])
             if oracle == "contested":
-                # Only where the true owner is itself one of the holders.
-                owner_holds = np.array([any(cells[j] == node_owner[n] and n in set(traces[j].nodes.tolist())
-                                            for j in range(len(traces)) if j != k) for n in nodes[other]], bool)
-                other[np.flatnonzero(other)[~owner_holds]] = False
-                other &= holders[nodes] >= 2
+                other &= owner_holds[nodes]
             trace.nodes = trace.nodes[~other]
         return traces
 
@@ -123,9 +121,11 @@ def _contested_cues(graph, traces, node_owner: np.ndarray, cells: np.ndarray, se
     for run, ks in held.items():
         nodes = branches.run_nodes[run]
         owners = node_owner[nodes][node_owner[nodes] > 0]
-        if len(ks) < 2 or len(owners) == 0 or np.bincount(owners).argmax() not in cells[ks]:
+        if len(ks) < 2 or len(owners) == 0:
             continue
         owner = np.bincount(owners).argmax()
+        if owner not in cells[ks]:
+            continue
         length, turning = [], []
         for k in ks:
             local, distance, previous = paths[k]
