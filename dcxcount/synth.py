@@ -59,6 +59,8 @@ import tifffile
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from .appearance import Appearance
+
 __all__ = ["SynthParams", "SynthSection", "make_section", "write_section", "read_truth", "make_study"]
 
 _DISPLAY_NAMES = {"dcx": "DCX", "neun": "NeuN", "dapi": "DAPI", "brdu": "BrdU", "edu": "EdU"}
@@ -148,6 +150,9 @@ class SynthParams:
         Range of DCX soma centre layer depths.
     granule_spacing : float
         Minimum granule centre distance as a fraction of the mean nucleus diameter.
+    appearance : Appearance
+        How somata, processes, nuclei, background and camera look beyond the plain
+        drawing (`dcxcount.appearance`); the default is the plain look.
     """
 
     shape_px: tuple[int, int] = (1024, 1024)
@@ -182,6 +187,7 @@ class SynthParams:
     glia_diameter_um: tuple[float, float] = (5.0, 7.0)
     dcx_soma_depth: tuple[float, float] = (-0.15, 0.35)
     granule_spacing: float = 0.8
+    appearance: Appearance = Appearance()
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.markers if m not in _DISPLAY_NAMES]
@@ -212,7 +218,7 @@ class SynthSection:
     Attributes
     ----------
     image : numpy.ndarray or None
-        (C, Y, X) uint16, channels in ``params.markers`` order (None when read back
+        (C, Y, X) uint16 (uint8 when the look's bit depth is 8), channels in ``params.markers`` order (None when read back
         without the image).
     channel_names : tuple of str
         Display names ("DCX", "NeuN", "DAPI", "BrdU", "EdU").
@@ -576,11 +582,11 @@ def _tree_features(arc: _Arc, cell: _Dcx, soma_depth: float) -> dict[str, float 
     }
 
 
-def _cluster_sizes(n: int, rng: np.random.Generator) -> list[int]:
-    """Split ``n`` clustered cells into clusters of 2-4 (n >= 2)."""
+def _cluster_sizes(n: int, rng: np.random.Generator, largest: int = 4) -> list[int]:
+    """Split ``n`` clustered cells into clusters of 2 to ``largest`` (n >= 2)."""
     sizes, left = [], n
     while left:
-        size = left if left <= 4 else int(rng.integers(2, 5))
+        size = left if left <= largest else int(rng.integers(2, largest + 1))
         if left - size == 1:
             size -= 1
         sizes.append(size)
@@ -689,7 +695,7 @@ def _place_dcx(arc: _Arc, params: SynthParams, track: _Track, extent_um: tuple[f
         weights = _CLUSTER_WEIGHT[stages]
         clustered = rng.choice(n, size=n_clustered, replace=False, p=weights / weights.sum())
         start = 0
-        for size in _cluster_sizes(n_clustered, rng):
+        for size in _cluster_sizes(n_clustered, rng, params.appearance.cluster_max):
             units.append([int(stages[i]) for i in clustered[start:start + size]])
             start += size
         singles = np.setdiff1d(np.arange(n), clustered)
@@ -804,6 +810,12 @@ def _place_nuclei(arc: _Arc, params: SynthParams, depth: np.ndarray, gcl: np.nda
     granules = _new_nuclei(rng, _GRANULE, xy, (major_lo, major_hi), (minor_lo, minor_hi))
 
     nuclei = _Nuclei.concat([scattered, granules])
+    # Elongated nuclei keep their area: the long axis grows as the short one shrinks.
+    stretch = math.sqrt(params.appearance.nucleus_elongation)
+    if stretch != 1:
+        neuronal = (nuclei.kind == _GRANULE) | (nuclei.kind == _NEURON)
+        nuclei.a[neuronal] *= stretch
+        nuclei.b[neuronal] /= stretch
     # Exclusion radius: granule pairs keep `granule_spacing` x their mean diameter apart;
     # nothing intrudes far into a DCX soma (what little does is erased later).
     exclusion = np.where(nuclei.kind == _GRANULE, params.granule_spacing / 2, 0.45) * (nuclei.a + nuclei.b)
@@ -816,14 +828,17 @@ def _place_nuclei(arc: _Arc, params: SynthParams, depth: np.ndarray, gcl: np.nda
 
 
 def _paint(labels: np.ndarray, value: int, x_px: float, y_px: float, a_px: float, b_px: float,
-           angle: float, profile: np.ndarray | None = None, level: float = 1.0) -> None:
+           angle: float, profile: np.ndarray | None = None, level: float = 1.0,
+           wobble: np.ndarray | None = None) -> None:
     """Paint one ellipse into a local crop of ``labels`` (later paints own the pixels).
 
     With ``profile``, also write a rim-bright cytoplasm signal (``level`` times
-    0.5-1.0 from centre to edge) into the same pixels.
+    0.5-1.0 from centre to edge) into the same pixels. ``wobble`` (3 amplitudes,
+    3 phases) bends the outline by the 1st-3rd harmonics (irregular, kidney shapes).
     """
     h, w = labels.shape
-    reach = math.ceil(a_px) + 1
+    grow = 1 + (float(np.sum(wobble[:3])) if wobble is not None else 0.0)
+    reach = math.ceil(a_px * grow) + 1
     y0, y1 = max(int(y_px) - reach, 0), min(int(y_px) + reach + 1, h)
     x0, x1 = max(int(x_px) - reach, 0), min(int(x_px) + reach + 1, w)
     if y0 >= y1 or x0 >= x1:
@@ -831,7 +846,11 @@ def _paint(labels: np.ndarray, value: int, x_px: float, y_px: float, a_px: float
     yy = np.arange(y0, y1)[:, None] - y_px
     xx = np.arange(x0, x1)[None, :] - x_px
     c, s = math.cos(angle), math.sin(angle)
-    rho2 = ((xx * c + yy * s) / a_px) ** 2 + ((yy * c - xx * s) / b_px) ** 2
+    u, v = (xx * c + yy * s) / a_px, (yy * c - xx * s) / b_px
+    rho2 = u**2 + v**2
+    if wobble is not None:
+        phi = np.arctan2(v, u)
+        rho2 = rho2 / (1 + sum(wobble[k] * np.cos((k + 1) * phi + wobble[3 + k]) for k in range(3))) ** 2
     inside = rho2 <= 1
     labels[y0:y1, x0:x1][inside] = value
     if profile is not None:
@@ -852,31 +871,59 @@ def _splat(shape: tuple[int, int], xy_px: np.ndarray, weights: np.ndarray) -> np
 
 
 def _draw_processes(shape: tuple[int, int], cells: list[_Dcx], levels: np.ndarray, ps: float, psf_sigma_um: float,
-                    rng: np.random.Generator) -> np.ndarray:
-    """DCX processes: primaries ~2 um thick, higher orders ~1 um, 30-70% of the soma's
-    brightness once imaged, fading along their path."""
+                    rng: np.random.Generator, look: Appearance, look_rng: np.random.Generator) -> np.ndarray:
+    """DCX processes: primaries ~2 um thick, higher orders thinner, 30-70% of the soma's
+    brightness once imaged, fading along their path; with the look's varicosities,
+    growth cones and stretches out of the focal plane."""
     step_px = 0.25
     out = np.zeros(shape)
-    for primary, sigma_um in ((True, 0.6), (False, 0.35)):
+    blobs: list[tuple[float, float, float]] = []  # x_px, y_px, peak of swellings and growth cones
+    has_child = {(id(cell), b.parent) for cell in cells for b in cell.branches}
+    for primary, sigma_um in ((True, 0.6), (False, look.branch_width_um)):
         sigma_px = sigma_um / ps
         imaged_sigma_px = math.hypot(sigma_um, psf_sigma_um) / ps
         xy, weights = [], []
         for cell, level in zip(cells, levels):
-            for branch in cell.branches:
+            for index, branch in enumerate(cell.branches):
                 if (branch.parent == -1) != primary:
                     continue
                 seg = np.hypot(*np.diff(branch.points, axis=0).T)
                 cum = np.concatenate([[0.0], np.cumsum(seg)])
                 s = np.arange(0, cum[-1], step_px * ps)
-                xy.append(np.column_stack([np.interp(s, cum, branch.points[:, 0]),
-                                           np.interp(s, cum, branch.points[:, 1])]) / ps)
-                taper = 1 - 0.4 * np.minimum((branch.start_path_um + s) / 150, 1)
+                line = np.column_stack([np.interp(s, cum, branch.points[:, 0]),
+                                        np.interp(s, cum, branch.points[:, 1])]) / ps
+                xy.append(line)
+                taper = 1 - look.process_taper * np.minimum((branch.start_path_um + s) / 150, 1)
+                if look.focal_dropout > 0:
+                    taper = taper * _in_focus(s.size, step_px * ps, look.focal_dropout, look_rng)
                 # A line of this linear density peaks at `peak` after thickness and PSF blur.
-                peak = level * rng.uniform(0.3, 0.7)
+                peak = level * rng.uniform(0.3, 0.7) * (1.0 if primary else look.branch_brightness)
                 weights.append(peak * math.sqrt(2 * math.pi) * imaged_sigma_px * step_px * taper)
+                if s.size:
+                    n_swell = look_rng.poisson(look.varicosities_per_100um * cum[-1] / 100)
+                    at = look_rng.integers(0, s.size, n_swell)
+                    blobs += [(*line[k], peak * taper[k] * look_rng.uniform(1.2, 2.5)) for k in at]
+                    if (id(cell), index) not in has_child and look_rng.random() < look.growth_cone_prob:
+                        blobs.append((*line[-1], peak * taper[-1] * look_rng.uniform(1.5, 3.0)))
         if xy:
             out += ndimage.gaussian_filter(_splat(shape, np.concatenate(xy), np.concatenate(weights)), sigma_px)
+    if blobs:
+        blob_sigma_um = 0.9
+        imaged = math.hypot(blob_sigma_um, psf_sigma_um) / ps
+        points = np.array(blobs)
+        out += ndimage.gaussian_filter(_splat(shape, points[:, :2], points[:, 2] * 2 * math.pi * imaged**2),
+                                       blob_sigma_um / ps)
     return out
+
+
+def _in_focus(n: int, step_um: float, share: float, rng: np.random.Generator) -> np.ndarray:
+    """Brightness along a process that leaves the focal plane on ``share`` of its length."""
+    if n < 2:
+        return np.ones(n)
+    wander = ndimage.gaussian_filter1d(rng.standard_normal(n), 8.0 / step_um, mode="nearest")
+    wander = (wander - wander.mean()) / (wander.std() or 1.0)
+    cut = np.quantile(wander, share)
+    return 0.12 + 0.88 / (1 + np.exp(-(wander - cut) / 0.15))
 
 
 def _smooth_noise(shape: tuple[int, int], sigma_px: float, rng: np.random.Generator) -> np.ndarray:
@@ -913,12 +960,14 @@ def _illumination(shape: tuple[int, int], amplitude: float, rng: np.random.Gener
 
 
 def _acquire(clean: np.ndarray, objects: np.ndarray, illumination: np.ndarray, params: SynthParams,
-             rng: np.random.Generator) -> np.ndarray:
-    """Clean signal -> microscope -> camera counts (uint16) at the requested SNR.
+             rng: np.random.Generator, tissue: np.ndarray | None = None) -> np.ndarray:
+    """Clean signal -> microscope -> camera counts at the requested SNR and bit depth.
 
     Counts = offset + gain * Poisson(photons) + read noise. Half of ``background``
-    is camera offset, half tissue photons; a per-channel gain gives each channel its
-    own brightness without changing its SNR.
+    is camera offset, half tissue photons (scaled by ``tissue``: none in holes,
+    double in folds); a per-channel gain gives each channel its own brightness
+    without changing its SNR. The export then maps the counts to the look's bit
+    depth (uint8 for 8 bits, else uint16) and clips its saturated share.
     """
     ps = params.pixel_size_um
     signal = ndimage.gaussian_filter(clean, params.psf_sigma_um / ps)
@@ -931,40 +980,133 @@ def _acquire(clean: np.ndarray, objects: np.ndarray, illumination: np.ndarray, p
     noise_sd = math.sqrt(gain * gain * tissue_photons + params.read_noise**2)
     mean_object = float(signal[objects].mean()) if objects.any() else 1.0
     photons_per_unit = params.snr * noise_sd / (gain * mean_object)
-    photons = rng.poisson(np.maximum(signal * photons_per_unit, 0) + tissue_photons * illumination)
+    background = tissue_photons * illumination
+    if tissue is not None:
+        background = background * np.where(tissue == 0, 0.15, tissue)  # mounting medium glows little
+    photons = rng.poisson(np.maximum(signal * photons_per_unit, 0) + background)
     counts = offset + gain * photons + rng.normal(0.0, params.read_noise, clean.shape)
-    return np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
+    return _export(counts, objects, params.appearance)
+
+
+def _export(counts: np.ndarray, objects: np.ndarray, look: Appearance) -> np.ndarray:
+    """Camera counts as a file stores them: scaled to the bit depth, the top share clipped."""
+    top = 2**look.bit_depth - 1
+    if look.saturation > 0 and objects.any():
+        full = float(np.quantile(counts[objects], 1 - look.saturation))
+    else:
+        full = float(counts.max()) if look.bit_depth < 16 else 65535.0
+    if look.bit_depth < 16:
+        counts = counts * (top / max(full, 1.0))  # the export stretches the range to the bit depth
+    else:
+        counts = np.minimum(counts, full)
+    return np.clip(np.rint(counts), 0, top).astype(np.uint8 if look.bit_depth == 8 else np.uint16)
+
+
+def _autofluorescence(shape: tuple[int, int], ps: float, look: Appearance, rng: np.random.Generator) -> np.ndarray:
+    """Blood vessels (tube walls) and lipofuscin puncta, in units of a typical object's signal.
+
+    The same structures glow in every channel; callers scale the map per channel.
+    """
+    h, w = shape
+    area_mm2 = h * w * ps * ps / 1e6
+    out = np.zeros(shape)
+    walls, lumen = [], []
+    for _ in range(rng.poisson(look.vessels_per_mm2 * area_mm2)):
+        n = int(rng.uniform(60, 300))  # 1 um steps
+        heading = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, math.radians(3), n))
+        path = np.column_stack([np.cumsum(np.cos(heading)), np.cumsum(np.sin(heading))]) / ps
+        path += rng.uniform(0, 1, 2) * [w, h]
+        normal = np.column_stack([-np.sin(heading), np.cos(heading)])
+        radius_px, level = rng.uniform(2.5, 6.0) / ps, rng.uniform(0.15, 0.5)
+        for side in (-1, 1):
+            walls.append((path + side * radius_px * normal, np.full(n, level)))
+        lumen.append((path, np.full(n, 0.3 * level)))
+    for parts, sigma_um in ((walls, 1.0), (lumen, 2.0)):
+        if parts:
+            xy = np.concatenate([p for p, _ in parts])
+            line_weight = np.concatenate([v for _, v in parts]) * math.sqrt(2 * math.pi) * sigma_um / ps
+            out += ndimage.gaussian_filter(_splat(shape, xy, line_weight / ps), sigma_um / ps)
+    n_groups = rng.poisson(look.lipofuscin_per_mm2 * area_mm2 / 3)
+    if n_groups:
+        # Lipofuscin sits in granules of a few puncta inside one cell's cytoplasm.
+        centres = rng.uniform(0, 1, (n_groups, 2)) * [w, h]
+        sizes = rng.integers(1, 6, n_groups)
+        xy = np.repeat(centres, sizes, axis=0) + rng.normal(0, 2.0 / ps, (int(sizes.sum()), 2))
+        for sigma_um, pick in ((0.45, slice(0, None, 2)), (0.8, slice(1, None, 2))):
+            peak = rng.lognormal(math.log(2.0), 0.4, len(xy[pick]))
+            out += ndimage.gaussian_filter(_splat(shape, xy[pick], peak * 2 * math.pi * (sigma_um / ps) ** 2),
+                                           sigma_um / ps)
+    return out
+
+
+def _tissue_damage(shape: tuple[int, int], ps: float, amount: float, rng: np.random.Generator) -> np.ndarray:
+    """Tissue map: 1 intact, 0 where there is none (beyond an edge, in a tear or a bubble), 1.8 in a fold."""
+    h, w = shape
+    tissue = np.ones(shape, np.float32)
+    ys, xs = np.arange(h)[:, None] * ps, np.arange(w)[None, :] * ps
+    extent = np.array([w, h]) * ps
+    for _ in range(rng.poisson(amount)):
+        kind = rng.choice(["edge", "tear", "fold", "bubble"])
+        if kind == "bubble":
+            cx, cy = rng.uniform(0, 1, 2) * extent
+            tissue[np.hypot(xs - cx, ys - cy) < rng.uniform(15, 60)] = 0
+            continue
+        angle = rng.uniform(0, 2 * np.pi)
+        nx, ny = math.cos(angle), math.sin(angle)
+        cx, cy = rng.uniform(0.2, 0.8, 2) * extent
+        along = (xs - cx) * -ny + (ys - cy) * nx
+        across = (xs - cx) * nx + (ys - cy) * ny
+        across = across + rng.uniform(2, 10) * np.sin(2 * np.pi * along / rng.uniform(80, 300) + rng.uniform(0, 6.3))
+        if kind == "edge":
+            # Beyond a wavy cut 5-25 % of the field from its far side in that direction.
+            span = abs(nx) * extent[0] + abs(ny) * extent[1]
+            tissue[across > across.max() - rng.uniform(0.05, 0.25) * span] = 0
+        elif kind == "tear":
+            half_length = rng.uniform(50, 250)
+            tissue[(np.abs(across) < rng.uniform(1.5, 6)) & (np.abs(along) < half_length)] = 0
+        else:
+            tissue[(np.abs(across) < rng.uniform(5, 20)) & (tissue > 0)] = 1.8
+    return tissue
 
 
 # --------------------------------------------------------------------------- section
 
 
-def _draw_labels(dcx: list[_Dcx], nuclei: _Nuclei, params: SynthParams, rng: np.random.Generator):
+def _draw_labels(dcx: list[_Dcx], nuclei: _Nuclei, params: SynthParams, rng: np.random.Generator,
+                 look_rng: np.random.Generator, tissue: np.ndarray | None):
     """Label images of DCX somata and of all nuclei, with the <50%-left objects dropped.
 
     Returns (soma labels, soma signal, nucleus labels, DCX brightness per cell, which
     DCX cells are kept). DCX cells own ids 1..n (soma and nucleus alike); other nuclei
-    follow in drawing order.
+    follow in drawing order. Where ``tissue`` is 0 there is no tissue and no object.
     """
     ps = params.pixel_size_um
     shape = params.shape_px
+    look = params.appearance
     soma = np.zeros(shape, np.int32)
     soma_signal = np.zeros(shape, np.float32)
-    levels = rng.lognormal(0.0, 0.3, len(dcx))
+    levels = rng.lognormal(0.0, look.soma_brightness_sd, len(dcx))
+    # The DCX nucleus sits inside its soma, a little off centre.
+    shift = rng.uniform(-0.1, 0.1, (len(dcx), 2))
     for i, (cell, level) in enumerate(zip(dcx, levels), start=1):
         _paint(soma, i, cell.x / ps, cell.y / ps, cell.a / ps, cell.b / ps, cell.angle, soma_signal, level)
 
     nuc = np.zeros(shape, np.int32)
     first = len(dcx) + 1
+    irregular = look.nucleus_irregularity > 0
     for k in range(len(nuclei.x)):
+        wobble = (np.concatenate([look_rng.uniform(0, look.nucleus_irregularity, 3) / [1, 2, 3],
+                                  look_rng.uniform(0, 2 * np.pi, 3)]) if irregular else None)
         _paint(nuc, first + k, nuclei.x[k] / ps, nuclei.y[k] / ps, nuclei.a[k] / ps, nuclei.b[k] / ps,
-               nuclei.angle[k])
+               nuclei.angle[k], wobble=wobble)
     nuc[soma > 0] = 0  # the DCX soma replaces what it covers
-    # The DCX nucleus sits inside its soma, a little off centre.
-    shift = rng.uniform(-0.1, 0.1, (len(dcx), 2))
     dcx_nuclei = [(c.x + dx * c.b, c.y + dy * c.b, 0.6 * c.a, 0.65 * c.b, c.angle) for c, (dx, dy) in zip(dcx, shift)]
+    dcx_nuclei = _soma_look(soma_signal, soma, dcx, dcx_nuclei, look, ps, look_rng)
     for i, (x, y, a, b, angle) in enumerate(dcx_nuclei, start=1):
         _paint(nuc, i, x / ps, y / ps, a / ps, b / ps, angle)
+    if tissue is not None:
+        for image in (soma, soma_signal, nuc):
+            image[tissue == 0] = 0
 
     full_soma = np.array([math.pi * c.a * c.b for c in dcx]) / ps**2
     full_nuc = np.concatenate([[math.pi * a * b for _, _, a, b, _ in dcx_nuclei],
@@ -978,6 +1120,48 @@ def _draw_labels(dcx: list[_Dcx], nuclei: _Nuclei, params: SynthParams, rng: np.
     soma_signal[~keep_soma[soma]] = 0
     soma[~keep_soma[soma]] = 0
     return soma, soma_signal, nuc, levels, keep_dcx
+
+
+def _soma_look(signal: np.ndarray, soma: np.ndarray, dcx: list[_Dcx], nuclei_um: list[tuple[float, ...]],
+               look: Appearance, ps: float, rng: np.random.Generator) -> list[tuple[float, ...]]:
+    """Make DCX somata cytoplasmic: a darker nucleus, crescents, teardrops, granules.
+
+    Works on ``signal`` in place; returns the DCX nuclei, moved to one side in crescents.
+    """
+    if not (look.soma_nucleus_contrast or look.soma_shape_mix or look.soma_granularity) or not dcx:
+        return nuclei_um
+    nuclei_um = list(nuclei_um)
+    shaped = rng.random(len(dcx)) < look.soma_shape_mix
+    crescent = shaped & (rng.random(len(dcx)) < 0.5)
+    for i, cell in enumerate(dcx):
+        x, y, a, b, angle = nuclei_um[i]
+        contrast = look.soma_nucleus_contrast
+        if crescent[i]:
+            push = rng.uniform(0, 2 * np.pi)
+            x, y = x + 0.3 * cell.b * math.cos(push), y + 0.3 * cell.b * math.sin(push)
+            nuclei_um[i] = (x, y, a, b, angle)
+            contrast = max(contrast, 0.75)
+        reach = math.ceil(cell.a / ps) + 1
+        y0, x0 = max(int(cell.y / ps) - reach, 0), max(int(cell.x / ps) - reach, 0)
+        crop = (slice(y0, int(cell.y / ps) + reach + 1), slice(x0, int(cell.x / ps) + reach + 1))
+        inside = soma[crop] == i + 1
+        if not inside.any():
+            continue
+        yy = (np.arange(crop[0].start, crop[0].start + inside.shape[0])[:, None]) * ps
+        xx = (np.arange(crop[1].start, crop[1].start + inside.shape[1])[None, :]) * ps
+        c, s = math.cos(angle), math.sin(angle)
+        rho = np.sqrt((((xx - x) * c + (yy - y) * s) / a) ** 2 + (((yy - y) * c - (xx - x) * s) / b) ** 2)
+        factor = 1 - contrast * np.clip((1.15 - rho) / 0.3, 0, 1)
+        if shaped[i] and not crescent[i]:
+            # Teardrop: brightest where the main process leaves the soma.
+            root = (math.atan2(*(cell.branches[0].points[0] - [cell.x, cell.y])[::-1]) if cell.branches
+                    else rng.uniform(0, 2 * np.pi))
+            factor = factor * (1 + 1.2 * np.maximum(np.cos(np.arctan2(yy - cell.y, xx - cell.x) - root), 0) ** 2)
+        signal[crop][inside] *= factor[inside]
+    if look.soma_granularity:
+        grain = np.clip(1 + look.soma_granularity * _smooth_noise(soma.shape, 0.45 / ps, rng), 0.1, None)
+        signal[soma > 0] *= grain[soma > 0]
+    return nuclei_um
 
 
 def _choose(rng: np.random.Generator, candidates: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
@@ -1014,6 +1198,8 @@ def make_section(params: SynthParams = SynthParams()) -> SynthSection:
         The image, its labels, cells table, GCL mask, depth map and process polylines.
     """
     rng = np.random.default_rng(params.seed)
+    # The look draws from its own stream, so the plain look leaves every section as it was.
+    look_rng = np.random.default_rng([params.seed, 1])
     ps = params.pixel_size_um
     h, w = params.shape_px
     extent_um = ((h - 1) * ps, (w - 1) * ps)
@@ -1028,7 +1214,9 @@ def make_section(params: SynthParams = SynthParams()) -> SynthSection:
     placement_track = _sgz_track(arc, extent_um, margin_um=params.dcx_soma_axes_um[1])
     dcx = _place_dcx(arc, params, placement_track, extent_um, rng) if track.length_um else []
     nuclei = _place_nuclei(arc, params, depth, gcl, dcx, rng)
-    soma, soma_signal, nuc, dcx_levels, keep_dcx = _draw_labels(dcx, nuclei, params, rng)
+    tissue = (_tissue_damage(params.shape_px, ps, params.appearance.tissue_damage, look_rng)
+              if params.appearance.tissue_damage else None)
+    soma, soma_signal, nuc, dcx_levels, keep_dcx = _draw_labels(dcx, nuclei, params, rng, look_rng, tissue)
     n_dcx, n_ids = len(dcx), len(dcx) + len(nuclei.x) + 1
 
     kind = np.concatenate([[-1], np.full(n_dcx, _DCX), nuclei.kind])
@@ -1039,10 +1227,13 @@ def make_section(params: SynthParams = SynthParams()) -> SynthSection:
                                 keep_dcx, track.length_um, extent_um)
 
     kept = [c for c, k in zip(dcx, keep_dcx) if k]
-    clean = _clean_signals(params, rng, kind, nuc, soma, soma_signal, kept, dcx_levels[keep_dcx], depth, colabels)
+    clean = _clean_signals(params, rng, look_rng, kind, nuc, soma_signal, kept, dcx_levels[keep_dcx], depth,
+                           colabels, tissue)
     labels = _marker_labels(params, soma, nuc, colabels)
     illumination = _illumination(params.shape_px, params.gradient, rng)
-    image = np.stack([_acquire(clean[m], labels[m] > 0, illumination, params, rng) for m in params.markers])
+    image = np.stack([_acquire(clean[m], labels[m] > 0, illumination, params, rng, tissue) for m in params.markers])
+    if tissue is not None:
+        gcl = gcl & (tissue > 0)  # no layer where there is no tissue
 
     cells = _cells_table(params, arc, dcx, keep_dcx, soma, kind, count, rows, cols, colabels)
     return SynthSection(
@@ -1095,12 +1286,15 @@ def _assign_colabels(params: SynthParams, rng: np.random.Generator, kind: np.nda
     return {"dcx": is_dcx, "neun": neun, "brdu": brdu, "dapi": present.copy()}
 
 
-def _clean_signals(params: SynthParams, rng: np.random.Generator, kind: np.ndarray, nuc: np.ndarray,
-                   soma: np.ndarray, soma_signal: np.ndarray, dcx: list[_Dcx], dcx_levels: np.ndarray,
-                   depth: np.ndarray, colabels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Noise-free fluorescence per marker, derived from the label images."""
+def _clean_signals(params: SynthParams, rng: np.random.Generator, look_rng: np.random.Generator, kind: np.ndarray,
+                   nuc: np.ndarray, soma_signal: np.ndarray, dcx: list[_Dcx], dcx_levels: np.ndarray,
+                   depth: np.ndarray, colabels: dict[str, np.ndarray],
+                   tissue: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Noise-free fluorescence per marker, derived from the label images, with the
+    look's nucleoli, NeuN cytoplasm, autofluorescence, tissue damage and bleed-through."""
     ps = params.pixel_size_um
     shape = params.shape_px
+    look = params.appearance
     n = kind.size
 
     def per_object(level: dict[int, tuple[float, float]], member: np.ndarray) -> np.ndarray:
@@ -1123,16 +1317,42 @@ def _clean_signals(params: SynthParams, rng: np.random.Generator, kind: np.ndarr
     brdu_level = per_object({k: (1.0, 0.35) for k in range(4)}, colabels["brdu"])
 
     clean = {
-        "dapi": dapi_level[nuc] * texture(0.7, 0.3),  # chromatin blobs
-        "neun": neun_level[nuc] * texture(1.0, 0.15),
+        "dapi": dapi_level[nuc] * texture(0.7, look.chromatin),  # chromatin blobs
+        "neun": neun_level[nuc] * texture(1.0, look.chromatin / 2),
     }
-    clean["brdu"] = brdu_level[nuc] * texture(0.6, 0.5)  # speckled incorporation
+    clean["brdu"] = brdu_level[nuc] * texture(0.6, look.analogue_speckle)  # speckled incorporation
+    if look.nucleoli:
+        # Nucleoli exclude DAPI and dilute the analogue; NeuN dims a little there.
+        on = np.flatnonzero(nuc.ravel())
+        mean_area = on.size / max(np.unique(nuc.ravel()[on]).size, 1)
+        spots = look_rng.choice(on, size=min(on.size, look_rng.poisson(look.nucleoli * on.size / mean_area)))
+        sigma_px = 0.5 / ps
+        dots = ndimage.gaussian_filter(_splat(shape, np.column_stack([spots % shape[1], spots // shape[1]]),
+                                              np.full(spots.size, 2 * math.pi * sigma_px**2)), sigma_px)
+        dots = np.clip(dots, 0, 1)
+        for marker, depth_of_dip in (("dapi", 0.75), ("brdu", 0.5), ("neun", 0.3)):
+            clean[marker] = clean[marker] * (1 - depth_of_dip * dots)
+    if look.neun_cytoplasm:
+        rim = ndimage.grey_dilation(neun_level[nuc], size=max(3, round(3.0 / ps) | 1))
+        clean["neun"] = clean["neun"] + look.neun_cytoplasm * np.where(nuc == 0, rim, 0)
     clean["edu"] = clean["brdu"]
     ml_limit = 1 + params.ml_thickness_um / params.gcl_thickness_um
     region = 1 / (1 + np.exp(-(depth + 0.2) / 0.1)) / (1 + np.exp((depth - ml_limit) / 0.2))
     neuropil = params.dcx_neuropil * np.clip(1 + 0.5 * _smooth_noise(shape, 3 / ps, rng), 0, None) * region
-    clean["dcx"] = soma_signal + _draw_processes(shape, dcx, dcx_levels, ps, params.psf_sigma_um, rng) + neuropil
-    return {m: clean[m].astype(np.float32) for m in params.markers}
+    clean["dcx"] = (soma_signal + neuropil
+                    + _draw_processes(shape, dcx, dcx_levels, ps, params.psf_sigma_um, rng, look, look_rng))
+    clean = {m: clean[m] for m in params.markers}
+    if look.vessels_per_mm2 or look.lipofuscin_per_mm2:
+        glow = _autofluorescence(shape, ps, look, look_rng)
+        for marker in clean:
+            clean[marker] = clean[marker] + look_rng.uniform(0.5, 1.5) * glow
+    if tissue is not None:
+        clean = {m: v * tissue for m, v in clean.items()}
+    if look.bleed_through:
+        # Each dye leaks into the next channel's filter.
+        order = list(params.markers)
+        clean = {m: clean[m] + (look.bleed_through * clean[order[i - 1]] if i else 0) for i, m in enumerate(order)}
+    return {m: v.astype(np.float32) for m, v in clean.items()}
 
 
 def _marker_labels(params: SynthParams, soma: np.ndarray, nuc: np.ndarray,
@@ -1306,7 +1526,10 @@ def write_section(section: SynthSection, path: str | Path, *, truth: bool = True
 
 def _params_from_dict(values: Mapping[str, Any]) -> SynthParams:
     fields = {f.name for f in dataclasses.fields(SynthParams)}
-    return SynthParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields})
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}
+    if "appearance" in params:
+        params["appearance"] = Appearance(**params["appearance"])
+    return SynthParams(**params)
 
 
 def read_truth(path: str | Path, *, image: bool = False) -> SynthSection:
