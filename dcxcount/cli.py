@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from .appearance import FAMILIES
+
 __all__ = ["main"]
 
 
@@ -29,6 +31,19 @@ def _progress_bar(description: str):
             bar.close()
 
     return progress
+
+
+def _families(value: str) -> tuple[str, ...]:
+    """``--families``: 'all', 'none' or a comma-separated list of appearance families."""
+    if value.strip().lower() in ("all", ""):
+        return FAMILIES
+    if value.strip().lower() == "none":
+        return ()
+    chosen = tuple(part.strip().lower() for part in value.split(","))
+    unknown = [f for f in chosen if f not in FAMILIES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown families {unknown}; choose from {', '.join(FAMILIES)}")
+    return chosen
 
 
 def _channel_overrides(values: list[str]) -> dict[str, str]:
@@ -190,7 +205,8 @@ def _train(args: argparse.Namespace) -> int:
         command += [part for channel in args.channel for part in ("--channel", channel)]
         command += ["--pixel-size-um", f"{args.pixel_size_um:g}"] if args.pixel_size_um else []
     else:
-        command += ["--sections", str(args.sections), "--size-px", str(args.size_px)]
+        command += ["--sections", str(args.sections), "--size-px", str(args.size_px),
+                    "--families", ",".join(args.families) or "none"]
     command += ["--steps", str(steps), "--batch-size", str(args.batch_size), "--learning-rate", f"{learning_rate:g}",
                 "--seed", str(args.seed)]
     info = {
@@ -222,11 +238,16 @@ def _train(args: argparse.Namespace) -> int:
             "val_sections": [s.name for s in validation],
         })
     else:
-        samples = synthetic_samples(kind=kind, n_sections=args.sections, size_px=args.size_px, seed=args.seed)
+        samples = synthetic_samples(kind=kind, n_sections=args.sections, size_px=args.size_px, seed=args.seed,
+                                    families=args.families)
         info["training_data"] = (f"{args.sections} synthetic sections of {args.size_px}^2 px "
-                                 f"(dcxcount.segment.training.synthetic_samples, seed {args.seed})")
+                                 f"(dcxcount.segment.training.synthetic_samples, seed {args.seed}), appearance "
+                                 f"families randomised: {', '.join(args.families) or 'none (plain look)'}")
+    # A lab's few corrected sections give noisy batch statistics (keep the base's); many
+    # synthetic sections of new looks need them re-estimated.
     model = train_specialist(samples, kind=kind, base=base, n_steps=steps, batch_size=args.batch_size,
-                             learning_rate=learning_rate, seed=args.seed, progress=_progress_bar("train"))
+                             learning_rate=learning_rate, seed=args.seed, progress=_progress_bar("train"),
+                             freeze_batchnorm=base is not None and args.data is not None)
     if args.data is not None:
         after = score_model(model, validation)
         info["validation"] = {"max_distance_um": 5.0, "before": before, "after": after}
@@ -328,6 +349,9 @@ examples:
                        help="peak learning rate (default 5e-4 with --from, 2e-3 from scratch)")
     train.add_argument("--sections", type=int, default=24, help="synthetic sections (without --data)")
     train.add_argument("--size-px", type=int, default=512, help="synthetic section size (without --data)")
+    train.add_argument("--families", type=_families, default=FAMILIES, metavar="LIST",
+                       help="appearance families randomised in the synthetic sections (without --data): comma-"
+                            f"separated from {','.join(FAMILIES)}; 'all' (default) or 'none' (the plain look)")
     train.add_argument("--seed", type=int, default=0, help="seeds the training and the validation split")
     train.add_argument("--threads", type=int, default=2)
     train.set_defaults(run=_train)
