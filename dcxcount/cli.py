@@ -157,7 +157,7 @@ def _synth(args: argparse.Namespace) -> int:
                        dcx_per_mm_sgz=args.dcx_per_mm_sgz)
     sheet = make_study(args.out, animals_per_group=args.animals_per_group,
                        sections_per_animal=args.sections_per_animal, base=base, seed=args.seed,
-                       truth=not args.no_truth)
+                       truth=not args.no_truth, families=args.families, split=args.split)
     print(f"wrote {sheet}")
     return 0
 
@@ -307,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--dcx-per-mm-sgz", type=float, default=60.0, help="DCX+ cells per mm of SGZ")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--no-truth", action="store_true", help="write only images and samplesheet")
+    synth.add_argument("--families", type=_families, default=(), metavar="LIST",
+                       help="appearance families each section draws at random (docs/validation.md): comma-"
+                            f"separated from {','.join(FAMILIES)}, or 'all'; default none (the plain look)")
+    synth.add_argument("--split", choices=("train", "test"), default="train",
+                       help="draw those families' knobs from their training ranges or their held-out bands")
     synth.set_defaults(run=_synth)
 
     data_format = """\

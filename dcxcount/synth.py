@@ -59,7 +59,7 @@ import tifffile
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .appearance import Appearance
+from .appearance import Appearance, sample_params
 
 __all__ = ["SynthParams", "SynthSection", "make_section", "write_section", "read_truth", "make_study"]
 
@@ -1595,6 +1595,8 @@ def make_study(
     base: SynthParams = SynthParams(),
     seed: int = 0,
     truth: bool = True,
+    families: Sequence[str] = (),
+    split: str = "train",
 ) -> Path:
     """Write a small synthetic study: sections, their truth and a samplesheet.
 
@@ -1617,6 +1619,12 @@ def make_study(
         neurogenesis (lognormal, sd 0.15) derive from it.
     truth : bool
         Write each section's truth folder.
+    families : sequence of str
+        Appearance families whose knobs each section draws anew
+        (`dcxcount.appearance.sample_params`); none by default, so every section
+        has ``base``'s look.
+    split : {"train", "test"}
+        Whether those knobs come from their training ranges or their held-out bands.
 
     Returns
     -------
@@ -1638,6 +1646,9 @@ def make_study(
             for s in range(1, sections_per_animal + 1):
                 section_seed = int(np.random.SeedSequence([seed, g, k, s]).generate_state(1)[0])
                 params = dataclasses.replace(group_params, dcx_per_mm_sgz=level, seed=section_seed)
+                if families:
+                    params = sample_params(params, np.random.default_rng([section_seed, 2]), families=families,
+                                           split=split)
                 name = f"{animal}_s{s:02d}.ome.tif"
                 write_section(make_section(params), out_dir / name, truth=truth)
                 rows.append({"path": name, "animal": animal, "group": group, "section": s})

@@ -142,3 +142,17 @@ def test_a_look_survives_writing_and_reading_the_truth(tmp_path):
     params = sample_params(BASE, np.random.default_rng(5), split="test")
     path = write_section(make_section(params), tmp_path / "look.ome.tif")
     assert read_truth(path).params == params
+
+
+def test_dcxcount_synth_draws_each_section_a_look_from_the_held_out_bands(tmp_path):
+    from dcxcount.cli import main
+
+    code = main(["synth", str(tmp_path), "--animals-per-group", "1", "--sections-per-animal", "2", "--size-px", "128",
+                 "--families", "camera,scale", "--split", "test"])
+    assert code == 0
+    sheet = pd.read_csv(tmp_path / "samplesheet.csv")
+    looks = [read_truth(tmp_path / path).params for path in sheet["path"]]
+    assert len({p.pixel_size_um for p in looks}) == len(looks)  # each section its own look
+    for params in looks:
+        assert 0.72 <= params.pixel_size_um <= 0.8 and params.appearance.bit_depth == 12
+        assert params.appearance.soma_nucleus_contrast == 0  # soma family not asked for
