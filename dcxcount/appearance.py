@@ -31,6 +31,7 @@ nuclei      nucleus_elongation       1        1 - 1.6         1.35 - 1.42
 nuclei      granule_spacing          0.8      0.62 - 0.85     0.68 - 0.71
 nuclei      analogue_speckle         0.5      0.1 - 0.9       0.6 - 0.68
 nuclei      neun_cytoplasm           0        0 - 0.3         0.18 - 0.21
+nuclei      nucleus_overlap_glow     0        0 - 1           0.55 - 0.65
 background  vessels_per_mm2          0        0 - 30          18 - 22
 background  lipofuscin_per_mm2       0        0 - 2000        1200 - 1400
 background  tissue_damage            0        0 - 2           1.2 - 1.4
@@ -117,6 +118,9 @@ class Appearance:
     neun_cytoplasm : float
         NeuN signal in a thin rim of cytoplasm around NeuN+ nuclei, relative to
         the nucleus.
+    nucleus_overlap_glow : float
+        Share of a hidden nucleus's light added where another nucleus overlaps it
+        (1: widefield, both add up; 0: only the one on top shows).
     vessels_per_mm2 : float
         Autofluorescent blood vessels (bright tubes in every channel).
     lipofuscin_per_mm2 : float
@@ -148,6 +152,7 @@ class Appearance:
     nucleus_elongation: float = 1.0
     analogue_speckle: float = 0.5
     neun_cytoplasm: float = 0.0
+    nucleus_overlap_glow: float = 0.0
     vessels_per_mm2: float = 0.0
     lipofuscin_per_mm2: float = 0.0
     tissue_damage: float = 0.0
@@ -222,6 +227,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("nuclei", "granule_spacing", 0.62, 0.85, (0.68, 0.71)),
     Knob("nuclei", "analogue_speckle", 0.1, 0.9, (0.6, 0.68)),
     Knob("nuclei", "neun_cytoplasm", 0.0, 0.3, (0.18, 0.21)),
+    Knob("nuclei", "nucleus_overlap_glow", 0.0, 1.0, (0.55, 0.65)),
     Knob("background", "vessels_per_mm2", 0.0, 30.0, (18.0, 22.0)),
     Knob("background", "lipofuscin_per_mm2", 0.0, 2000.0, (1200.0, 1400.0)),
     Knob("background", "tissue_damage", 0.0, 2.0, (1.2, 1.4)),

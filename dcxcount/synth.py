@@ -829,12 +829,13 @@ def _place_nuclei(arc: _Arc, params: SynthParams, depth: np.ndarray, gcl: np.nda
 
 def _paint(labels: np.ndarray, value: int, x_px: float, y_px: float, a_px: float, b_px: float,
            angle: float, profile: np.ndarray | None = None, level: float = 1.0,
-           wobble: np.ndarray | None = None) -> None:
+           wobble: np.ndarray | None = None, covered: np.ndarray | None = None) -> None:
     """Paint one ellipse into a local crop of ``labels`` (later paints own the pixels).
 
     With ``profile``, also write a rim-bright cytoplasm signal (``level`` times
     0.5-1.0 from centre to edge) into the same pixels. ``wobble`` (3 amplitudes,
     3 phases) bends the outline by the 1st-3rd harmonics (irregular, kidney shapes).
+    ``covered`` records, per pixel, the label this paint overwrote.
     """
     h, w = labels.shape
     grow = 1 + (float(np.sum(wobble[:3])) if wobble is not None else 0.0)
@@ -852,6 +853,9 @@ def _paint(labels: np.ndarray, value: int, x_px: float, y_px: float, a_px: float
         phi = np.arctan2(v, u)
         rho2 = rho2 / (1 + sum(wobble[k] * np.cos((k + 1) * phi + wobble[3 + k]) for k in range(3))) ** 2
     inside = rho2 <= 1
+    if covered is not None:
+        below = labels[y0:y1, x0:x1]
+        covered[y0:y1, x0:x1][inside & (below > 0)] = below[inside & (below > 0)]
     labels[y0:y1, x0:x1][inside] = value
     if profile is not None:
         profile[y0:y1, x0:x1][inside] = level * (0.5 + 0.5 * rho2[inside])
@@ -1076,8 +1080,9 @@ def _draw_labels(dcx: list[_Dcx], nuclei: _Nuclei, params: SynthParams, rng: np.
                  look_rng: np.random.Generator, tissue: np.ndarray | None):
     """Label images of DCX somata and of all nuclei, with the <50%-left objects dropped.
 
-    Returns (soma labels, soma signal, nucleus labels, DCX brightness per cell, which
-    DCX cells are kept). DCX cells own ids 1..n (soma and nucleus alike); other nuclei
+    Returns (soma labels, soma signal, nucleus labels, the nucleus hidden under each
+    nucleus pixel (None unless the look makes overlaps glow), DCX brightness per cell,
+    which DCX cells are kept). DCX cells own ids 1..n (soma and nucleus alike); other nuclei
     follow in drawing order. Where ``tissue`` is 0 there is no tissue and no object.
     """
     ps = params.pixel_size_um
@@ -1092,13 +1097,15 @@ def _draw_labels(dcx: list[_Dcx], nuclei: _Nuclei, params: SynthParams, rng: np.
         _paint(soma, i, cell.x / ps, cell.y / ps, cell.a / ps, cell.b / ps, cell.angle, soma_signal, level)
 
     nuc = np.zeros(shape, np.int32)
+    # Where nuclei overlap, widefield adds the hidden one's light to the one on top.
+    hidden = np.zeros(shape, np.int32) if look.nucleus_overlap_glow else None
     first = len(dcx) + 1
     irregular = look.nucleus_irregularity > 0
     for k in range(len(nuclei.x)):
         wobble = (np.concatenate([look_rng.uniform(0, look.nucleus_irregularity, 3) / [1, 2, 3],
                                   look_rng.uniform(0, 2 * np.pi, 3)]) if irregular else None)
         _paint(nuc, first + k, nuclei.x[k] / ps, nuclei.y[k] / ps, nuclei.a[k] / ps, nuclei.b[k] / ps,
-               nuclei.angle[k], wobble=wobble)
+               nuclei.angle[k], wobble=wobble, covered=hidden)
     nuc[soma > 0] = 0  # the DCX soma replaces what it covers
     dcx_nuclei = [(c.x + dx * c.b, c.y + dy * c.b, 0.6 * c.a, 0.65 * c.b, c.angle) for c, (dx, dy) in zip(dcx, shift)]
     dcx_nuclei = _soma_look(soma_signal, soma, dcx, dcx_nuclei, look, ps, look_rng)
@@ -1119,7 +1126,9 @@ def _draw_labels(dcx: list[_Dcx], nuclei: _Nuclei, params: SynthParams, rng: np.
     nuc[~keep_nuc[nuc]] = 0
     soma_signal[~keep_soma[soma]] = 0
     soma[~keep_soma[soma]] = 0
-    return soma, soma_signal, nuc, levels, keep_dcx
+    if hidden is not None:
+        hidden[(nuc <= len(dcx)) | ~keep_nuc[hidden]] = 0
+    return soma, soma_signal, nuc, hidden, levels, keep_dcx
 
 
 def _soma_look(signal: np.ndarray, soma: np.ndarray, dcx: list[_Dcx], nuclei_um: list[tuple[float, ...]],
@@ -1216,7 +1225,7 @@ def make_section(params: SynthParams = SynthParams()) -> SynthSection:
     nuclei = _place_nuclei(arc, params, depth, gcl, dcx, rng)
     tissue = (_tissue_damage(params.shape_px, ps, params.appearance.tissue_damage, look_rng)
               if params.appearance.tissue_damage else None)
-    soma, soma_signal, nuc, dcx_levels, keep_dcx = _draw_labels(dcx, nuclei, params, rng, look_rng, tissue)
+    soma, soma_signal, nuc, hidden, dcx_levels, keep_dcx = _draw_labels(dcx, nuclei, params, rng, look_rng, tissue)
     n_dcx, n_ids = len(dcx), len(dcx) + len(nuclei.x) + 1
 
     kind = np.concatenate([[-1], np.full(n_dcx, _DCX), nuclei.kind])
@@ -1227,8 +1236,8 @@ def make_section(params: SynthParams = SynthParams()) -> SynthSection:
                                 keep_dcx, track.length_um, extent_um)
 
     kept = [c for c, k in zip(dcx, keep_dcx) if k]
-    clean = _clean_signals(params, rng, look_rng, kind, nuc, soma_signal, kept, dcx_levels[keep_dcx], depth,
-                           colabels, tissue)
+    clean = _clean_signals(params, rng, look_rng, kind, nuc, hidden, soma_signal, kept, dcx_levels[keep_dcx],
+                           depth, colabels, tissue)
     labels = _marker_labels(params, soma, nuc, colabels)
     illumination = _illumination(params.shape_px, params.gradient, rng)
     image = np.stack([_acquire(clean[m], labels[m] > 0, illumination, params, rng, tissue) for m in params.markers])
@@ -1287,7 +1296,7 @@ def _assign_colabels(params: SynthParams, rng: np.random.Generator, kind: np.nda
 
 
 def _clean_signals(params: SynthParams, rng: np.random.Generator, look_rng: np.random.Generator, kind: np.ndarray,
-                   nuc: np.ndarray, soma_signal: np.ndarray, dcx: list[_Dcx], dcx_levels: np.ndarray,
+                   nuc: np.ndarray, hidden: np.ndarray | None, soma_signal: np.ndarray, dcx: list[_Dcx], dcx_levels: np.ndarray,
                    depth: np.ndarray, colabels: dict[str, np.ndarray],
                    tissue: np.ndarray | None) -> dict[str, np.ndarray]:
     """Noise-free fluorescence per marker, derived from the label images, with the
@@ -1316,11 +1325,14 @@ def _clean_signals(params: SynthParams, rng: np.random.Generator, look_rng: np.r
     neun_level[dcx_neun] = rng.uniform(0.25, 0.5, dcx_neun.sum())
     brdu_level = per_object({k: (1.0, 0.35) for k in range(4)}, colabels["brdu"])
 
+    def stain(level: np.ndarray) -> np.ndarray:
+        return level[nuc] if hidden is None else level[nuc] + look.nucleus_overlap_glow * level[hidden]
+
     clean = {
-        "dapi": dapi_level[nuc] * texture(0.7, look.chromatin),  # chromatin blobs
-        "neun": neun_level[nuc] * texture(1.0, look.chromatin / 2),
+        "dapi": stain(dapi_level) * texture(0.7, look.chromatin),  # chromatin blobs
+        "neun": stain(neun_level) * texture(1.0, look.chromatin / 2),
     }
-    clean["brdu"] = brdu_level[nuc] * texture(0.6, look.analogue_speckle)  # speckled incorporation
+    clean["brdu"] = stain(brdu_level) * texture(0.6, look.analogue_speckle)  # speckled incorporation
     if look.nucleoli:
         # Nucleoli exclude DAPI and dilute the analogue; NeuN dims a little there.
         on = np.flatnonzero(nuc.ravel())
