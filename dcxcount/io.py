@@ -10,16 +10,20 @@ the command line can print it as is and move on to the next section.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 import tifffile
+
+from .memory import count_memory_bytes, format_bytes
 
 __all__ = ["KNOWN_MARKERS", "Section", "SectionReadError", "read_section", "match_channels"]
 
@@ -76,6 +80,15 @@ class Section:
         ``"tiff-resolution"`` or ``"override"``.
     projection : str
         ``"none"``, or how a z-stack was flattened, e.g. ``"max of 12 z-planes"``.
+    nonfinite_px : int
+        Pixels (Y, X positions) where any channel or z-plane held NaN or an
+        infinity. They are set to their channel's median so that they neither
+        form objects nor void the section.
+    empty_channels : tuple of str
+        Channels without a single finite pixel.
+    notes : tuple of str
+        What tifffile reported about the file while reading it (kept out of
+        the terminal, recorded with the section's result).
     """
 
     # eq=False: comparing or hashing sections field by field would compare
@@ -86,9 +99,13 @@ class Section:
     pixel_size_um: float
     pixel_size_source: str
     projection: str
+    nonfinite_px: int = 0
+    empty_channels: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
-def read_section(path: str | PathLike[str], *, pixel_size_um: float | None = None) -> Section:
+def read_section(path: str | PathLike[str], *, pixel_size_um: float | None = None,
+                 memory_limit_bytes: int | None = None) -> Section:
     """Read the first image series of a TIFF file as one section.
 
     Parameters
@@ -99,19 +116,28 @@ def read_section(path: str | PathLike[str], *, pixel_size_um: float | None = Non
         (samples) are treated as channels.
     pixel_size_um : float, optional
         Pixel size in micrometres that replaces whatever the file says.
+    memory_limit_bytes : int, optional
+        Memory (bytes) that reading and counting the section may take. The
+        need is estimated from the file's header
+        (:func:`dcxcount.memory.count_memory_bytes`) before any pixel is read,
+        and a larger image is refused.
 
     Returns
     -------
     Section
-        The image as (C, Y, X), z-stacks projected by maximum over Z.
+        The image as (C, Y, X), z-stacks projected by maximum over Z. Float
+        images come back as float32 (float64 files too: halving the memory
+        costs nothing in intensity precision), with non-finite pixels set to
+        their channel's median and counted in ``nonfinite_px``.
 
     Raises
     ------
     SectionReadError
-        If the file cannot be opened as a TIFF, is empty, is a time series or
-        has axes that are neither channels nor z-planes, has no pixel size (and
-        none is passed), has contradictory pixel sizes, or if `pixel_size_um`
-        is not a positive number.
+        If the file is missing, cannot be opened as a TIFF, is damaged or cut
+        short, is empty, is a time series or has axes that are neither
+        channels nor z-planes, has no pixel size (and none is passed), has
+        contradictory pixel sizes, would need more than `memory_limit_bytes`,
+        or if `pixel_size_um` is not a positive number.
     """
     path = Path(path)
     if pixel_size_um is not None and not (
@@ -121,11 +147,19 @@ def read_section(path: str | PathLike[str], *, pixel_size_um: float | None = Non
             f"{path}: pixel size override must be a positive number of micrometres, "
             f"got {pixel_size_um!r}."
         )
+    if not path.exists():
+        raise SectionReadError(f"{path}: no such file.")
+    if path.is_dir():
+        raise SectionReadError(f"{path}: is a folder, not an image file.")
+    if path.stat().st_size == 0:
+        raise SectionReadError(f"{path}: the file is empty (0 bytes); copy or export it again.")
+    notes: list[str] = []
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _tifffile_log(notes) as damage, tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise SectionReadError(f"{path}: the TIFF file holds no image.")
             series = tif.series[0]
+            _check_complete(path, tif, series, damage)
             axes = series.get_axes(squeeze=False)
             shape = tuple(series.get_shape(squeeze=False))
             if 0 in shape:
@@ -140,27 +174,37 @@ def read_section(path: str | PathLike[str], *, pixel_size_um: float | None = Non
                 size_um, source = _file_pixel_size(path, ome, imagej, series.keyframe)
             else:
                 size_um, source = float(pixel_size_um), "override"
+            if memory_limit_bytes is not None:
+                _check_memory(path, axes, shape, series.dtype, pixel_size_um=size_um,
+                              limit_bytes=memory_limit_bytes)
             data = series.asarray().reshape(shape)
     except SectionReadError:
         raise
+    except MemoryError as exc:
+        raise SectionReadError(f"{path}: not enough memory to read the image ({exc or 'MemoryError'}).") from exc
     except Exception as exc:
         # tifffile and its codecs raise many types on corrupt or odd files
         # (OSError, ValueError, KeyError, struct.error, ...); the user needs
         # the file name and the reason, not a traceback into tifffile.
-        raise SectionReadError(
-            f"{path}: cannot read as TIFF ({type(exc).__name__}: {exc})."
-        ) from exc
+        raise SectionReadError(f"{path}: cannot read as TIFF ({_reason(exc, path)}).") from exc
 
     data = _to_zcsyx(data, axes)
     n_z, n_c, n_s = data.shape[:3]
+    nonfinite_px = 0
+    if data.dtype.kind == "f":
+        # float64 doubles every later copy for no precision an intensity needs.
+        data = data.astype(np.float32, copy=False)
+        nonfinite_px = _nonfinite_positions(data)
     projection = "none"
     if n_z > 1:
-        data = data.max(axis=0)
+        # fmax skips NaN, so one bad plane does not void a pixel the others image.
+        data = np.fmax.reduce(data, axis=0) if data.dtype.kind == "f" else data.max(axis=0)
         projection = f"max of {n_z} z-planes"
     else:
         data = data[0]
     data = np.ascontiguousarray(data.reshape(n_c * n_s, *data.shape[-2:]))
     names = _channel_names(ome, imagej, n_c=n_c, n_s=n_s, is_rgb=is_rgb)
+    empty = _mask_nonfinite(data, names) if nonfinite_px else ()
     return Section(
         path=path,
         data=data,
@@ -168,7 +212,125 @@ def read_section(path: str | PathLike[str], *, pixel_size_um: float | None = Non
         pixel_size_um=size_um,
         pixel_size_source=source,
         projection=projection,
+        nonfinite_px=nonfinite_px,
+        empty_channels=empty,
+        notes=tuple(dict.fromkeys(notes)),
     )
+
+
+@contextlib.contextmanager
+def _tifffile_log(notes: list[str]) -> Iterator[list[str]]:
+    """Keep tifffile's log off the terminal: every message goes to ``notes``, errors also to the list yielded.
+
+    tifffile logs what it works around (a bad tag, a page it cannot reach)
+    instead of raising; with no logging configured Python prints those lines
+    on stderr, between the progress bar and the results. An error among them
+    means part of the file could not be read.
+    """
+    errors: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            notes.append(f"tifffile: {message}")
+            if record.levelno >= logging.ERROR:
+                errors.append(message)
+
+    logger = logging.getLogger("tifffile")
+    handler, propagate = _Collect(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield errors
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _check_complete(path: Path, tif: tifffile.TiffFile, series: tifffile.TiffPageSeries,
+                    damage: list[str]) -> None:
+    """Refuse a file whose structure tifffile had to skip parts of, or whose pixel data runs past its end.
+
+    A file cut short by an interrupted copy may still open: tifffile drops
+    the pages (channels, z-planes) and tags (the OME header) it cannot reach
+    and serves the rest, which would be counted as a different image.
+    """
+    size = tif.filehandle.size
+    if damage:
+        raise SectionReadError(
+            f"{path}: the file is damaged or cut short ({size} bytes; parts of its structure point elsewhere); "
+            "copy or export it again."
+        )
+    end = 0
+    for page in series.pages:
+        if page is None:
+            raise SectionReadError(f"{path}: the file is damaged or cut short (a page is missing); "
+                                   "copy or export it again.")
+        end = max([end, *(offset + count for offset, count in zip(page.dataoffsets, page.databytecounts) if count)])
+    if end > size:
+        raise SectionReadError(
+            f"{path}: the file is cut short: it has {size} bytes but its pixels run to byte {end}; "
+            "copy or export it again."
+        )
+
+
+def _check_memory(path: Path, axes: str, shape: tuple[int, ...], dtype: np.dtype, *, pixel_size_um: float,
+                  limit_bytes: int) -> None:
+    """Refuse, from the header alone, an image whose count would not fit in ``limit_bytes``."""
+    sizes = dict(zip(axes, shape))
+    height, width = sizes.get("Y", 1), sizes.get("X", 1)
+    planes = sizes.get("Z", 1)
+    channels = max(1, math.prod(shape) // (planes * height * width))
+    need = count_memory_bytes(planes=planes, channels=channels, height=height, width=width,
+                              itemsize=np.dtype(dtype).itemsize, pixel_size_um=pixel_size_um)
+    if need > limit_bytes:
+        stack = f", {planes} z-planes" if planes > 1 else ""
+        raise SectionReadError(
+            f"{path}: too large to count here: {width} x {height} px, {channels} channels{stack}, "
+            f"{np.dtype(dtype).name} ({format_bytes(math.prod(shape) * np.dtype(dtype).itemsize)} of pixels) "
+            f"needs about {format_bytes(need)} of memory, and {format_bytes(limit_bytes)} is available. Count it on "
+            "a machine with more memory, with fewer --workers, or split the section into tiles."
+        )
+
+
+def _reason(error: BaseException, path: Path) -> str:
+    """An exception in a few words, without the path the message already starts with."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = str(error).replace(f"'{path}'", "the file").replace(str(path), "the file").strip()
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _nonfinite_positions(data: np.ndarray) -> int:
+    """Count (Y, X) positions holding NaN or an infinity in any plane or channel; infinities become NaN.
+
+    Infinities are made NaN so that the projection and the median skip them
+    like NaN; a plane at a time keeps the extra memory at one bool image.
+    """
+    bad = np.zeros(data.shape[-2:], bool)
+    for index in np.ndindex(data.shape[:-2]):
+        plane = data[index]  # a view: reshaping a transposed stack could copy it
+        nonfinite = ~np.isfinite(plane)
+        if nonfinite.any():
+            plane[np.isinf(plane)] = np.nan
+            bad |= nonfinite
+    return int(bad.sum())
+
+
+def _mask_nonfinite(data: np.ndarray, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Set each channel's NaN pixels to the median of its finite ones; return the channels with none."""
+    empty = []
+    for name, channel in zip(names, data):
+        nonfinite = np.isnan(channel)
+        if not nonfinite.any():
+            continue
+        finite = channel[~nonfinite]
+        if finite.size == 0:
+            empty.append(name)
+        # The median is the channel's background in a fluorescence image: no
+        # object forms there and the background estimates are not shifted.
+        channel[nonfinite] = np.median(finite) if finite.size else 0.0
+    return tuple(empty)
 
 
 def match_channels(
@@ -312,6 +474,8 @@ def _channel_names(
             stored = []
     elif imagej is not None and n_s == 1:
         labels = imagej.get("Labels") or []
+        if isinstance(labels, str):
+            labels = [labels]  # tifffile gives one label as a string, not a list of one
         # ImageJ labels every plane in CZT order with C fastest, so the first
         # n_c labels are the channels of the first z-plane.
         if len(labels) >= n_c:

@@ -92,6 +92,13 @@ def test_imagej_cyx_labels_and_resolution(tmp_path):
     assert section.pixel_size_source == "imagej"
 
 
+def test_imagej_single_label_is_the_whole_name(tmp_path):
+    """tifffile gives one ImageJ label as a string: it is the name, not a list of its letters."""
+    data = np.arange(4 * 5, dtype=np.uint16).reshape(1, 4, 5)
+    path = _imagej(tmp_path / "one.tif", data, axes="CYX", labels=["DCX"])
+    assert read_section(path).channel_names == ("DCX",)
+
+
 def test_imagej_zcyx_projects_and_names_channels_from_first_plane(tmp_path):
     rng = np.random.default_rng(1)
     data = rng.integers(0, 60000, (12, 2, 4, 5), dtype=np.uint16)
@@ -248,15 +255,16 @@ def test_unknown_axis_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "content", "reason"),
-    [("missing.tif", None, "FileNotFoundError"), ("text.tif", b"hello", "not a TIFF"),
-     ("zero.tif", b"", "not a TIFF")],
+    [("missing.tif", None, "no such file"), ("text.tif", b"hello", "cannot read as TIFF.*not a TIFF"),
+     ("zero.tif", b"", "the file is empty")],
 )
 def test_unopenable_files(tmp_path, name, content, reason):
     path = tmp_path / name
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(SectionReadError, match=f"{name}: cannot read as TIFF.*{reason}"):
+    with pytest.raises(SectionReadError, match=f"{name}: {reason}") as error:
         read_section(path, pixel_size_um=1.0)
+    assert str(error.value).count(name) == 1  # the path once, not again in the reason
 
 
 def test_empty_image(tmp_path):
