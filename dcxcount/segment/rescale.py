@@ -8,17 +8,29 @@ import numpy as np
 __all__ = ["normalize_image", "resize_image", "nearest_resize"]
 
 
-def normalize_image(image: np.ndarray, *, lower_pct: float = 1.0, upper_pct: float = 99.8) -> np.ndarray:
+def normalize_image(image: np.ndarray, *, lower_pct: float = 1.0, upper_pct: float = 99.8,
+                    block_rows: int = 256) -> np.ndarray:
     """Map the ``lower_pct`` and ``upper_pct`` percentiles to 0 and 1 (float32).
 
     Percentiles are taken on a strided subsample: on a 2048^2 section this is
     ~50x faster than the full-image percentile and differs by far less than
     the contrast changes the model is trained to tolerate.
+
+    The image is mapped ``block_rows`` rows at a time into one float32 array:
+    numpy computes ``float32 - float64 percentile`` in float64, and done on the
+    whole image at once that is a float64 copy (8 bytes per pixel, 5 GB for a
+    25,000^2 section) on top of the float32 one. Each block is computed as
+    before and rounded to float32, so the values are the same.
     """
-    image = np.asarray(image, dtype=np.float32)
+    image = np.asarray(image)
     step = max(1, int(np.sqrt(image.size / 250_000)))
-    low, high = np.percentile(image[::step, ::step], [lower_pct, upper_pct])
-    return (image - low) / max(high - low, 1e-6)
+    low, high = np.percentile(np.asarray(image[::step, ::step], np.float32), [lower_pct, upper_pct])
+    scale = max(high - low, 1e-6)
+    out = np.empty(image.shape, np.float32)
+    for start in range(0, image.shape[0], block_rows):
+        rows = slice(start, start + block_rows)
+        out[rows] = (np.asarray(image[rows], np.float32) - low) / scale
+    return out
 
 
 def resize_image(image: np.ndarray, *, scale: float) -> np.ndarray:
