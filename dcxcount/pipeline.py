@@ -23,7 +23,8 @@ from .outlines import outline_frame
 from .segment import kind_of_marker, load_engine
 from .study import STAGES, phenotype_percentages
 
-__all__ = ["CountSettings", "SectionResult", "count_section", "OPTIONAL_MARKERS"]
+__all__ = ["CountSettings", "SectionResult", "UnusableImageError", "check_image", "count_section",
+           "OPTIONAL_MARKERS", "MIN_SECTION_UM"]
 
 # Counted whenever a channel of that name is in the file; dcx and one nuclear
 # marker for the GCL are required.
@@ -31,6 +32,17 @@ OPTIONAL_MARKERS = ("neun", "dapi", "brdu", "edu")
 ANALOGUES = ("brdu", "edu")  # thymidine analogues: birth-dating markers
 
 StepCallback = Callable[[str], None]
+
+MIN_SECTION_UM = 100.0
+"""Shortest side an image must span: a GCL is 50-80 um thick and must enclose a hilus."""
+
+# More than this share of a channel at the brightest value its type can hold:
+# the camera clipped, and no object can be told from its neighbours there.
+_MAX_SATURATED_FRACTION = 0.5
+
+
+class UnusableImageError(ValueError):
+    """An image that cannot hold a countable section (too small, blank, saturated); the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,48 @@ def _markers_to_count(section: Section, settings: CountSettings) -> dict[str, in
     if not {"neun", "dapi"} & set(wanted):
         wanted.append("neun")  # the error then names the marker the GCL needs
     return match_channels(section, markers=wanted, overrides=settings.channels)
+
+
+def check_image(section: Section, channel_index: dict[str, int]) -> None:
+    """Refuse an image no GCL can be found in, for what it is rather than as "no GCL found".
+
+    Parameters
+    ----------
+    section : Section
+    channel_index : dict
+        Marker -> channel index of the markers to count.
+
+    Raises
+    ------
+    UnusableImageError
+        When a side of the image spans less than :data:`MIN_SECTION_UM`, or
+        a marker's channel has no finite pixel, holds one value only (blank,
+        or saturated when that value is its type's brightest), or has more
+        than half its pixels at its type's brightest value.
+    """
+    height, width = section.data.shape[-2:]
+    px = section.pixel_size_um
+    if min(height, width) * px < MIN_SECTION_UM:
+        raise UnusableImageError(
+            f"{section.path}: the image is too small to hold a dentate gyrus: {width} x {height} px at {px:g} um "
+            f"({width * px:.0f} x {height * px:.0f} um); each side must span at least {MIN_SECTION_UM:.0f} um")
+    for marker, index in channel_index.items():
+        name = section.channel_names[index]
+        where = f"{section.path}: the {marker} channel ({name!r})"
+        if name in section.empty_channels:
+            raise UnusableImageError(f"{where} has no finite pixel: every one is NaN or infinite")
+        channel = section.data[index]
+        brightest = np.iinfo(channel.dtype).max if channel.dtype.kind in "ui" else None
+        low, high = channel.min(), channel.max()
+        if low == high:
+            what = "saturated" if high == brightest else "blank"
+            raise UnusableImageError(f"{where} is {what}: every pixel is {high}")
+        if high == brightest:
+            share = float(np.count_nonzero(channel == brightest)) / channel.size
+            if share > _MAX_SATURATED_FRACTION:
+                raise UnusableImageError(
+                    f"{where} is saturated: {share:.0%} of its pixels are at {brightest}, the brightest a "
+                    f"{channel.dtype} pixel can be; image it with less exposure or gain")
 
 
 def _eccentricity(mask: np.ndarray) -> float:
@@ -253,6 +307,9 @@ def count_section(section: Section, *, settings: CountSettings = CountSettings()
     ------
     dcxcount.io.SectionReadError
         A marker's channel is missing.
+    UnusableImageError
+        The image is too small, or a marker's channel is blank, saturated or
+        has no finite pixel (see :func:`check_image`).
     dcxcount.layers.NoGCLFoundError
         No granule cell layer in the nuclear channel.
     dcxcount.outlines.OutlineError
@@ -261,6 +318,7 @@ def count_section(section: Section, *, settings: CountSettings = CountSettings()
     step = on_step or (lambda name: None)
     px = section.pixel_size_um
     channel_index = _markers_to_count(section, settings)
+    check_image(section, channel_index)
     images = {marker: section.data[index] for marker, index in channel_index.items()}
     # A user's outline is read first, so a bad one fails before the slow segmentation.
     frame = None if gcl_outline is None else outline_frame(gcl_outline, shape=section.data.shape[-2:],
@@ -290,6 +348,7 @@ def count_section(section: Section, *, settings: CountSettings = CountSettings()
     summary = {
         "pixel_size_um": px,
         "projection": section.projection,
+        "nonfinite_px": section.nonfinite_px,
         "channels": ";".join(f"{m}={section.channel_names[i]}" for m, i in channel_index.items()),
         "gcl_source": "detected" if gcl_outline is None else str(gcl_outline),
         "gcl_area_mm2": frame.gcl_area_mm2,
