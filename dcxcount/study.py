@@ -10,10 +10,13 @@ ask for (estimated totals, CE, Cavalieri volume) next to densities.
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import math
 import os
-from collections.abc import Callable, Sequence
+import re
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -80,8 +83,10 @@ def read_samplesheet(path: str | os.PathLike[str]) -> pd.DataFrame:
     Parameters
     ----------
     path
-        CSV file (comma-, semicolon- or tab-separated), one row per section
-        image. Required columns: ``path`` (relative to the sheet's folder, or
+        CSV file (comma-, semicolon- or tab-separated; UTF-8 with or without
+        a byte-order mark, UTF-16 with one, Windows-1252 or Latin-1, decided
+        line by line) or Excel workbook (``.xlsx``, first worksheet), one row
+        per section image. Required columns: ``path`` (relative to the sheet's folder, or
         absolute) and ``animal``. Optional: ``group``; ``section`` (position
         along the rostro-caudal axis, any number); ``outline`` (a person's
         GCL outline for that section, overriding detection: ImageJ ROI or ROI
@@ -108,7 +113,10 @@ def read_samplesheet(path: str | os.PathLike[str]) -> pd.DataFrame:
     Raises
     ------
     SamplesheetError
-        When the file is missing, a required column is missing, ``path`` or
+        When the file is missing or is not a CSV or .xlsx samplesheet (an
+        .xls or OpenDocument workbook, a binary file), a line holds a byte
+        that is text in none of the encodings above, a required column is
+        missing, ``path`` or
         ``animal`` is empty, a (animal, section) pair repeats, a value breaks
         its column's rule, or rows of one animal disagree on ``group``,
         ``section_interval``, ``hemispheres`` or ``thickness_um``.
@@ -382,17 +390,9 @@ def gundersen_jensen_ce(counts: Sequence[float], *, smoothness_m: int = 1) -> fl
 
 def _read_cells(sheet: Path) -> pd.DataFrame:
     """All cells as stripped text, plus the ``row`` each came from."""
-    text = sheet.read_text(encoding="utf-8-sig")  # Excel writes a BOM
-    header_line = next((line for line in text.splitlines() if line.strip()), "")
-    try:
-        # Spreadsheets in many locales save ';' or tab separated "CSV".
-        delimiter = csv.Sniffer().sniff(header_line, delimiters=",;\t").delimiter
-    except csv.Error:
-        delimiter = ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header: list[str] | None = None
     rows, records = [], []
-    for cells in reader:
+    for row, cells in _sheet_rows(sheet):
         cells = [cell.strip() for cell in cells]
         if not any(cells):
             continue
@@ -401,7 +401,7 @@ def _read_cells(sheet: Path) -> pd.DataFrame:
             continue
         # Pad short rows; cells beyond the header are caught below.
         records.append(cells + [""] * (len(header) - len(cells)))
-        rows.append(reader.line_num)
+        rows.append(row)
     header = header or []
     repeated = sorted({name for name in header if name and header.count(name) > 1})
     problems = [f"column {name!r} appears twice" for name in repeated]
@@ -422,6 +422,109 @@ def _read_cells(sheet: Path) -> pd.DataFrame:
     )
     table.insert(0, "row", pd.Series(rows, dtype="int64"))
     return table
+
+
+# File signatures: what a samplesheet given as "CSV" may really be.
+_ZIP = b"PK\x03\x04"
+_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # Excel 97-2003 (.xls), old Word
+_SAVE_AS = "save it as CSV (UTF-8) or as an Excel workbook (.xlsx)"
+
+
+def _sheet_rows(sheet: Path) -> Iterator[tuple[int, list[str]]]:
+    """``(row number, cells as text)`` of a CSV or .xlsx samplesheet, header included."""
+    try:
+        data = sheet.read_bytes()
+    except OSError as error:
+        raise SamplesheetError(f"{sheet}: cannot read the samplesheet ({error.strerror or error})") from error
+    if data.startswith(_ZIP):
+        return _xlsx_rows(sheet)
+    if data.startswith(_OLE2):
+        raise SamplesheetError(f"{sheet}: an Excel 97-2003 workbook (.xls); {_SAVE_AS}")
+    if sheet.suffix.lower() in (".xlsx", ".xlsm"):
+        raise SamplesheetError(f"{sheet}: named like an Excel workbook but is not one; {_SAVE_AS}")
+    return _csv_rows(sheet, _decode(sheet, data))
+
+
+def _decode(sheet: Path, data: bytes) -> str:
+    """The sheet's text. UTF-16 needs its byte-order mark; otherwise each line is UTF-8, else Windows-1252.
+
+    Line by line, because sheets get rows appended in another program (or on
+    another system) than the one that wrote them. Windows-1252 is Latin-1 with
+    printable characters where Latin-1 has control codes, so Latin-1 text
+    decodes the same; its five unassigned bytes are text in none of them.
+    """
+    for bom, encoding in ((b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
+        if data.startswith(bom):
+            try:
+                return data[len(bom):].decode(encoding)
+            except UnicodeDecodeError as error:
+                raise SamplesheetError(f"{sheet}: not valid UTF-16 text ({error.reason}); {_SAVE_AS}") from error
+    if b"\x00" in data:
+        raise SamplesheetError(f"{sheet}: a binary file, not a CSV samplesheet; {_SAVE_AS}")
+    data = data.removeprefix(b"\xef\xbb\xbf")  # Excel's "CSV UTF-8" starts with a byte-order mark
+    lines, problems = [], []
+    for number, line in enumerate(data.splitlines(keepends=True), 1):
+        try:
+            lines.append(line.decode("utf-8"))
+            continue
+        except UnicodeDecodeError:
+            pass
+        try:
+            lines.append(line.decode("cp1252"))
+        except UnicodeDecodeError as error:
+            problems.append(f"row {number}: byte 0x{line[error.start]:02x} is not text in UTF-8, Windows-1252 "
+                            f"or Latin-1; {_SAVE_AS}")
+    if problems:
+        raise SamplesheetError("\n".join(f"{sheet}, {problem}" for problem in problems))
+    return "".join(lines)
+
+
+def _csv_rows(sheet: Path, text: str) -> Iterator[tuple[int, list[str]]]:
+    header_line = next((line for line in text.splitlines() if line.strip()), "")
+    # Spreadsheets in many locales save ';' or tab separated "CSV": the header has
+    # the most of its own separator (quoted names aside).
+    unquoted = re.sub(r'"[^"]*"', "", header_line)
+    counts = {delimiter: unquoted.count(delimiter) for delimiter in ",;\t"}
+    delimiter = max(counts, key=lambda d: (counts[d], d == ","))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        for cells in reader:
+            yield reader.line_num, cells
+    except csv.Error as error:
+        raise SamplesheetError(f"{sheet}, row {reader.line_num}: not readable as CSV ({error})") from error
+
+
+def _xlsx_rows(sheet: Path) -> Iterator[tuple[int, list[str]]]:
+    """Rows of the workbook's first worksheet as text, numbered as the spreadsheet shows them."""
+    import openpyxl
+
+    try:
+        with warnings.catch_warnings():
+            # openpyxl warns about styles and extensions it does not read; they hold no samples.
+            warnings.simplefilter("ignore")
+            workbook = openpyxl.load_workbook(sheet, read_only=False, data_only=True)
+    except Exception as error:  # zipfile, XML and openpyxl errors of all kinds
+        raise SamplesheetError(f"{sheet}: cannot read as an Excel workbook (.xlsx) "
+                               f"({type(error).__name__}: {error}); {_SAVE_AS}") from error
+    try:
+        if not workbook.worksheets:
+            raise SamplesheetError(f"{sheet}: the workbook has no worksheet")
+        rows = [(number, [_cell_text(value) for value in values])
+                for number, values in enumerate(workbook.worksheets[0].iter_rows(min_row=1, values_only=True), 1)]
+    finally:
+        workbook.close()
+    return iter(rows)
+
+
+def _cell_text(value: object) -> str:
+    """A spreadsheet cell as the text a CSV export would hold: 3 not 3.0, dates in ISO 8601."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    return str(value)
 
 
 def _column_name(cell: str) -> str:
