@@ -6,12 +6,20 @@
 - ``"specialist"``: the bundled specialist model for the object kind.
 - ``"cpsam"``: cellpose's pretrained Cellpose-SAM, from cellpose's model folder.
 - a path to a ``.safetensors`` specialist model, or to a cellpose 4 model file.
+
+A model file is code's input, not code: specialist models are safetensors,
+and a cellpose file must load with ``torch.load(weights_only=True)`` (tensors
+only, no pickled objects) before cellpose is given it, and cellpose's own loads
+run with weights-only loading forced. A file that is not a model is refused in
+one line when the engine is loaded, before any section is counted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -20,7 +28,8 @@ import numpy as np
 
 from .specialist import OBJECT_DIAMETER_UM, bundled_model_path, load_specialist
 
-__all__ = ["Engine", "ModelNotAvailableError", "load_engine", "kind_of_marker", "OBJECT_DIAMETER_UM"]
+__all__ = ["Engine", "ModelNotAvailableError", "load_engine", "kind_of_marker", "check_cellpose_file",
+           "OBJECT_DIAMETER_UM"]
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -55,7 +64,65 @@ def _cellpose_model(path: str):
     import torch
     from cellpose import models
 
-    return models.CellposeModel(gpu=torch.cuda.is_available(), pretrained_model=path)
+    with _weights_only_loads():
+        return models.CellposeModel(gpu=torch.cuda.is_available(), pretrained_model=path)
+
+
+@contextlib.contextmanager
+def _weights_only_loads() -> Iterator[None]:
+    """Make every ``torch.load`` inside refuse pickled objects.
+
+    cellpose reads a model file twice, once without ``weights_only``; torch
+    defaults to weights-only loading from 2.6 (the floor in pyproject), but
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` in a user's environment would turn
+    that off. ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` wins over both.
+    """
+    saved = {name: os.environ.get(name) for name in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD",
+                                                       "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def check_cellpose_file(path: Path) -> None:
+    """Refuse a file that is not a cellpose 4 model, loading it without unpickling any object.
+
+    Raises
+    ------
+    ModelNotAvailableError
+        When the file does not load as tensors only (random bytes, a pickled
+        object, a truncated download), or holds no cellpose 4 network.
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    if not zipfile.is_zipfile(path):
+        raise ModelNotAvailableError(f"{path}: not a model file (cellpose 4 models are torch archives; "
+                                     "this file is not one)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:  # what the weights-only unpickler raises for objects
+        raise ModelNotAvailableError(
+            f"{path}: refused: the file holds pickled Python objects besides weights, and loading those can run "
+            "code; save the model's weights only (torch.save(net.state_dict(), ...), as cellpose does)") from error
+    except Exception as error:  # torch raises many types for archives that are not its own
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelNotAvailableError(f"{path}: not a model file ({type(error).__name__}: {reason[:160]})") from error
+    tensors = isinstance(state, Mapping) and state and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    if not tensors or not any(key.startswith("encoder.") for key in state):
+        raise ModelNotAvailableError(
+            f"{path}: not a cellpose 4 model (no network weights such as cellpose 4 saves; cellpose 3 models "
+            "such as cyto3 do not run in cellpose 4)")
 
 
 def cellpose_weights_path() -> Path | None:
@@ -77,7 +144,8 @@ def load_engine(name: str, *, kind: str) -> Engine:
     ------
     ModelNotAvailableError
         For ``"cpsam"`` when its weights are not on disk (cellpose would
-        otherwise try to download 1.2 GB), or a path that does not exist.
+        otherwise try to download 1.2 GB), a path that does not exist, or a
+        file that is not a model (see :func:`check_cellpose_file`).
     """
     if name == "specialist":
         return load_specialist(bundled_model_path(kind))
@@ -92,11 +160,16 @@ def load_engine(name: str, *, kind: str) -> Engine:
                 "`python -c \"from cellpose import models; models.CellposeModel()\"`, then copy the "
                 f"file 'cpsam_v2' into {models.MODEL_DIR} (or set CELLPOSE_LOCAL_MODELS_PATH to its "
                 "folder); or pass its path: --model /path/to/cpsam_v2. A GPU is advised.")
+        check_cellpose_file(weights)
         return CellposeEngine(str(weights), kind)
     path = Path(os.path.expanduser(name))
     if not path.is_file():
         raise ModelNotAvailableError(
             f"model '{name}' is neither 'specialist', 'cpsam' nor an existing model file")
     if path.suffix == ".safetensors":
-        return load_specialist(path)
+        try:
+            return load_specialist(path)
+        except Exception as error:  # safetensors, json and torch errors on a file that is not ours
+            raise ModelNotAvailableError(f"{path}: not a dcxcount specialist model ({error})") from error
+    check_cellpose_file(path)
     return CellposeEngine(str(path), kind)
