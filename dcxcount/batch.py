@@ -6,15 +6,28 @@ input file and settings) as soon as it is done. The study tables are then
 rebuilt from those folders, so an interrupted run loses at most the section in
 flight, a failed section never costs the others, and a re-run only recomputes
 sections whose input or settings changed (or that failed).
+
+Nothing a section does can stop the batch: whatever it raises (a MemoryError
+too) becomes that section's status, its traceback is kept in its
+``result.json``, and the other sections go on, in this process or on Dask.
+Everything that can be checked without counting (samplesheet, settings,
+markers named in options, the results folder) is checked first, by
+:func:`plan_study`, so that a bad setting costs nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import math
 import os
+import re
 import time
-from collections.abc import Callable, Iterable
+import traceback
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -23,15 +36,32 @@ import pandas as pd
 import tifffile
 
 from . import __version__
-from .io import read_section
+from .checks import SettingsError, count_settings_problems, study_value_problems
+from .io import KNOWN_MARKERS, read_section
 from .layers import NoGCLFoundError
+from .memory import available_memory_bytes
 from .pipeline import CountSettings, count_section
-from .study import STAGES, animals_table, read_samplesheet
+from .study import STAGES, SamplesheetError, animals_table, read_samplesheet
 
-__all__ = ["StudySettings", "StudyResult", "count_study", "section_key"]
+__all__ = ["StudySettings", "StudyResult", "StudyPlan", "SettingsError", "plan_study", "run_study", "count_study",
+           "section_key", "strict_json"]
 
 ProgressCallback = Callable[[int, int, str], None]
 """Called as ``progress(done, total, message)``."""
+
+NoticeCallback = Callable[[str], None]
+"""Called with each thing the user should know before the count starts (one line)."""
+
+# Bumped when result.json changes meaning: version 3 is strict JSON with
+# nonfinite_px, and statuses for images that are too small, blank or too large.
+_RESULT_VERSION = 3
+
+# Columns that hold counts: whole numbers even when some sections have none.
+_COUNT_COLUMNS = re.compile(r".*_count|stage_[A-F]|stage_doubtful|nonfinite_px")
+
+# At most this many warnings are kept per section: a warning raised per cell
+# would otherwise fill result.json.
+_MAX_WARNINGS = 20
 
 
 @dataclass(frozen=True)
@@ -56,10 +86,114 @@ class StudyResult:
         return int((self.sections["status"] != "ok").sum())
 
 
-def section_key(row: dict) -> str:
-    """Folder name of a section's results: animal and section, filesystem-safe."""
-    raw = f"{row['animal']}_s{row['section']}"
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in raw)
+@dataclass
+class StudyPlan:
+    """A checked study, ready to count.
+
+    Attributes
+    ----------
+    sheet : DataFrame
+        The samplesheet as :func:`dcxcount.study.read_samplesheet` returns it,
+        plus ``_key``: each row's results folder under ``out_dir/sections``
+        (:func:`section_key`).
+    settings : StudySettings
+    out_dir : Path
+    notices : list of str
+        What the user should be told before counting starts: images listed on
+        more than one row, saved results that are damaged and will be counted
+        again.
+    markers : frozenset of str
+        The markers the run can count: the known ones and those given a
+        channel in the settings or the samplesheet.
+    """
+
+    sheet: pd.DataFrame
+    settings: StudySettings
+    out_dir: Path
+    notices: list[str]
+    markers: frozenset[str] = frozenset()
+
+    @property
+    def rows(self) -> list[dict]:
+        return self.sheet.to_dict("records")
+
+
+# Names Windows reserves, with or without an extension.
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+_PLAIN = re.compile(r"[a-z0-9_-][a-z0-9._-]{0,119}")
+
+
+def section_key(row: Mapping) -> str:
+    """Folder name of a section's results: one per (animal, section), on every file system.
+
+    ``<animal>_s<section>`` (e.g. ``m1_s3``) when that is plain: lower-case
+    ASCII letters, digits, ``.``, ``_`` and ``-``, at most 120 characters.
+    Otherwise the characters other than those become ``_`` and ``~`` plus ten
+    hex digits of a hash of the exact animal and section are appended, e.g.
+    ``WT_1_s3~1373abf995`` for animal ``WT 1``.
+
+    Why this is injective, also where case is ignored (macOS, Windows): a plain
+    key spells out its animal and section (the section, a number, contains no
+    ``_s``, so the last ``_s`` splits them) and is lower case; any other key
+    contains ``~``, which a plain key never does, and differs from every other
+    by its hash. :func:`plan_study` still checks every sheet for collisions.
+    """
+    section = _section_text(row["section"])
+    raw = f"{row['animal']}_s{section}"
+    if _PLAIN.fullmatch(raw) and raw.split(".")[0] not in _RESERVED:
+        return raw
+    digest = hashlib.sha256(json.dumps([str(row["animal"]), section]).encode()).hexdigest()[:10]
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", raw)[:80].lstrip(".")
+    return f"{readable}~{digest}"
+
+
+def _section_text(section: object) -> str:
+    """A section number as a key spells it: ``3`` (never ``3.0``), ``2.5``."""
+    try:
+        number = float(section)
+    except (TypeError, ValueError):
+        return str(section)
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def strict_json(value: object) -> object:
+    """``value`` with every non-finite float made ``None`` and numpy scalars made Python ones.
+
+    Python's json writes NaN and Infinity, which are not JSON: strict readers
+    (R's jsonlite, JavaScript, jq) reject the whole file.
+    """
+    if isinstance(value, Mapping):
+        return {str(key): strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
+def _write_json(path: Path, value: object) -> None:
+    """Write strict JSON atomically and durably: a reader sees the old file or the whole new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(strict_json(value), indent=1, allow_nan=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def _load_result(path: Path) -> dict | None:
+    """A section's saved result, or None when there is none or it is damaged (empty, cut short, not an object)."""
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return result if isinstance(result, dict) and isinstance(result.get("status"), str) else None
 
 
 def _row_settings(row: dict, settings: StudySettings) -> tuple[CountSettings, float | None]:
@@ -80,35 +214,84 @@ def _content_digest(path: str) -> str | None:
         return None
 
 
-def _fingerprint(path: str, count: CountSettings, pixel_size_um: float | None, outline: str | None) -> str:
-    stat = os.stat(path) if os.path.exists(path) else None
+def _fingerprint(row: dict, count: CountSettings, pixel_size_um: float | None, outline: str | None) -> str:
+    path = row["path"]
+    try:
+        stat = os.stat(path)
+    except OSError:
+        stat = None
     # An outline is small and may be re-saved within one mtime tick: its content is hashed.
     payload = {"path": os.path.abspath(path), "size": stat.st_size if stat else None,
                "mtime_ns": stat.st_mtime_ns if stat else None, "pixel_size_um": pixel_size_um,
+               "animal": str(row["animal"]), "section": _section_text(row["section"]),
                "outline": {"path": outline, "sha256": _content_digest(outline)} if outline else None,
-               "settings": asdict(count), "version": 2}
+               "settings": asdict(count), "version": _RESULT_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _process_row(row: dict, settings: StudySettings, out_dir: str) -> dict:
-    """Count one samplesheet row into its folder; never raises for bad input."""
+class _Collect(logging.Handler):
+    def __init__(self, into: list[str]):
+        super().__init__(level=logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(f"{record.name}: {record.getMessage()}")
+
+
+@contextlib.contextmanager
+def _captured(into: list[str]):
+    """Warnings and library log lines raised while counting a section go to ``into``, not the terminal.
+
+    numpy's RuntimeWarnings, tifffile's and cellpose's log lines would
+    otherwise be printed between the progress bar and the results, with no
+    section named; they are kept in the section's result.json instead.
+    """
+    handler = _Collect(into)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        root.removeHandler(handler)
+        into.extend(f"{w.category.__name__}: {w.message}" for w in caught)
+
+
+def _name_path(message: str, *paths: str) -> str:
+    """The message, starting with the image's path unless it already names one of ``paths``."""
+    return message if any(path and path in message for path in paths) else f"{paths[0]}: {message}"
+
+
+def _failure(row: dict, error: BaseException) -> str:
+    """A section's status for an error the count did not expect: what happened, one line."""
+    path = row["path"]
+    if isinstance(error, MemoryError):
+        return (f"error: {path}: ran out of memory while counting it (MemoryError); count it with fewer "
+                "--workers, on a machine with more memory, or split it into tiles")
+    what = str(error).splitlines()[0] if str(error) else ""
+    return (f"error: {path}: internal error ({type(error).__name__}{': ' + what if what else ''}); the "
+            "traceback is in the section's result.json, please report it")
+
+
+def _count_row(row: dict, settings: StudySettings, folder: Path, notes: list[str]) -> dict:
+    """Count one row into its folder, or return its saved result when input and settings are unchanged."""
     count, pixel = _row_settings(row, settings)
     outline = row.get("outline") or None
-    folder = Path(out_dir) / "sections" / section_key(row)
-    fingerprint = _fingerprint(row["path"], count, pixel, outline)
-    done = folder / "result.json"
-    if done.is_file():
-        previous = json.loads(done.read_text())
-        if previous.get("fingerprint") == fingerprint and previous.get("status") == "ok":
-            return previous
-    started = time.perf_counter()
-    result = {"fingerprint": fingerprint, "key": section_key(row)}
+    fingerprint = _fingerprint(row, count, pixel, outline)
+    previous = _load_result(folder / "result.json")
+    if (previous is not None and previous.get("fingerprint") == fingerprint and previous["status"] == "ok"
+            and (folder / "cells.csv").is_file()):
+        return {**previous, "_reused": True}
+    result = {"fingerprint": fingerprint, "key": row["_key"]}
     try:
-        section = read_section(row["path"], pixel_size_um=pixel)
+        section = read_section(row["path"], pixel_size_um=pixel, memory_limit_bytes=available_memory_bytes())
+        notes.extend(section.notes)
         counted = count_section(section, settings=count, gcl_outline=outline)
-    except (ValueError, OSError, NoGCLFoundError) as error:
-        kind = "no GCL found" if isinstance(error, NoGCLFoundError) else "error"
-        result.update(status=f"{kind}: {error}")
+    except NoGCLFoundError as error:
+        result["status"] = f"no GCL found: {error}"
+    except (ValueError, OSError) as error:
+        result["status"] = f"error: {_name_path(str(error), row['path'], outline or '')}"
     else:
         folder.mkdir(parents=True, exist_ok=True)
         for marker, labels in counted.labels.items():
@@ -116,49 +299,149 @@ def _process_row(row: dict, settings: StudySettings, out_dir: str) -> dict:
         tifffile.imwrite(folder / "gcl.tif", counted.frame.gcl.astype(np.uint8), compression="zlib")
         counted.cells.to_csv(folder / "cells.csv", index=False)
         result.update(status="ok", **counted.summary)
-    result["seconds"] = round(time.perf_counter() - started, 2)
-    folder.mkdir(parents=True, exist_ok=True)
-    # Written last and atomically: a section with result.json is complete.
-    tmp = folder / "result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1, default=float))
-    tmp.replace(done)
     return result
 
 
-def _run_rows(rows: list[dict], settings: StudySettings, out_dir: Path, *, workers: int,
-              scheduler: str | None, progress: ProgressCallback) -> Iterable[dict]:
-    total = len(rows)
-    if workers <= 1 and scheduler is None:
-        for done, row in enumerate(rows, 1):
-            result = _process_row(row, settings, str(out_dir))
-            progress(done, total, f"{row['animal']} s{row['section']}: {result['status'][:40]}")
-        return
-    from dask.distributed import Client, LocalCluster, as_completed
+def _process_row(row: dict, settings: StudySettings, out_dir: str) -> dict:
+    """Count one samplesheet row into its folder; never raises (but for KeyboardInterrupt and SystemExit)."""
+    folder = Path(out_dir) / "sections" / row["_key"]
+    started = time.perf_counter()
+    notes: list[str] = []
+    try:
+        with _captured(notes):
+            result = _count_row(row, settings, folder, notes)
+    except Exception as error:  # MemoryError included: one section must never cost the batch
+        result = {"fingerprint": None, "key": row["_key"], "status": _failure(row, error),
+                  "traceback": traceback.format_exc()}
+    if result.pop("_reused", False):
+        return result
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    if notes:
+        result["warnings"] = list(dict.fromkeys(notes))[:_MAX_WARNINGS]
+    result = strict_json(result)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # Written last: a section with result.json is complete.
+        _write_json(folder / "result.json", result)
+    except OSError as error:
+        result["status"] = f"error: {folder}: cannot save the result ({error.strerror or error})"
+    return result
 
-    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1,
-                                                  processes=True, dashboard_address=None)
-    with Client(scheduler or cluster) as client:
-        futures = client.map(_process_row, rows, settings=settings, out_dir=str(out_dir), pure=False)
-        for done, future in enumerate(as_completed(futures), 1):
-            result = future.result()
-            progress(done, total, f"{result['key']}: {result['status'][:40]}")
-    if cluster is not None:
-        cluster.close()
 
-
-def count_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,
-                settings: StudySettings = StudySettings(), workers: int = 1,
-                scheduler: str | None = None,
-                progress: ProgressCallback | None = None) -> StudyResult:
-    """Count every section of a samplesheet and write the study tables.
+def plan_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,
+               settings: StudySettings = StudySettings()) -> StudyPlan:
+    """Read and check a study without counting anything.
 
     Parameters
     ----------
     samplesheet : path
-        CSV with ``path`` and ``animal`` (see :func:`dcxcount.study.read_samplesheet`).
+        CSV or .xlsx samplesheet (see :func:`dcxcount.study.read_samplesheet`).
     out_dir : path
-        Results folder: ``cells.csv``, ``sections.csv``, ``animals.csv`` and ``sections/``.
+        Results folder; checked here, created when counting starts.
     settings : StudySettings
+
+    Returns
+    -------
+    StudyPlan
+
+    Raises
+    ------
+    dcxcount.study.SamplesheetError
+        The samplesheet cannot be counted (each problem on its own line).
+    SettingsError
+        A setting is out of range, an option names a marker the run does not
+        count, the memory limit is not a size, or the results folder cannot
+        be created or written to (each problem on its own line).
+    """
+    sheet = read_samplesheet(samplesheet)
+    markers = {*KNOWN_MARKERS, *settings.count.channels,
+               *(c.removeprefix("channel_") for c in sheet.columns if c.startswith("channel_"))}
+    problems = study_value_problems(pixel_size_um=settings.pixel_size_um,
+                                    section_interval=settings.section_interval,
+                                    hemispheres=settings.hemispheres, thickness_um=settings.thickness_um)
+    problems += count_settings_problems(settings.count, markers=markers)
+    try:
+        available_memory_bytes()
+    except ValueError as error:
+        problems.append(str(error))
+    if problems:
+        raise SettingsError("\n".join(problems))
+    sheet = sheet.assign(_key=[section_key(row) for row in sheet.to_dict("records")])
+    _check_keys(sheet, samplesheet)
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
+    notices = _duplicate_images(sheet) + _damaged_results(sheet, out_dir)
+    return StudyPlan(sheet=sheet, settings=settings, out_dir=out_dir, notices=notices, markers=frozenset(markers))
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """The results folder must be a folder this process can write in, or be creatable (it is not created here)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SettingsError(f"--out {out_dir}: exists and is not a folder")
+    existing = out_dir.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SettingsError(f"--out {out_dir}: cannot create it inside {existing}, which is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SettingsError(f"--out {out_dir}: {existing} is not writable")
+
+
+def _check_keys(sheet: pd.DataFrame, samplesheet: str | os.PathLike) -> None:
+    """Two rows must never share a results folder, even where the file system ignores case."""
+    first: dict[str, int] = {}
+    problems = []
+    for row, key in zip(sheet["row"], sheet["_key"]):
+        folded = key.casefold()
+        if folded in first:
+            problems.append(f"{samplesheet}, row {row}: its results folder {key!r} is that of row {first[folded]}; "
+                            "rename the animal")
+        first.setdefault(folded, row)
+    if problems:
+        raise SamplesheetError("\n".join(problems))
+
+
+def _image_identity(path: str) -> object:
+    """Same file, however it is spelled (symlink, ``..``, hard link)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return (stat.st_dev, stat.st_ino)
+
+
+def _duplicate_images(sheet: pd.DataFrame) -> list[str]:
+    first: dict[object, tuple[int, str]] = {}
+    notices = []
+    for row, animal, section, path in zip(sheet["row"], sheet["animal"], sheet["section"], sheet["path"]):
+        identity = _image_identity(path)
+        if identity in first:
+            other_row, other = first[identity]
+            notices.append(f"row {row} ({animal} s{_section_text(section)}) lists the same image as row {other_row} "
+                           f"({other}): {path}; both rows are counted")
+        else:
+            first[identity] = (row, f"{animal} s{_section_text(section)}")
+    return notices
+
+
+def _damaged_results(sheet: pd.DataFrame, out_dir: Path) -> list[str]:
+    notices = []
+    for animal, section, key in zip(sheet["animal"], sheet["section"], sheet["_key"]):
+        saved = out_dir / "sections" / key / "result.json"
+        if saved.exists() and _load_result(saved) is None:
+            notices.append(f"{animal} s{_section_text(section)}: the saved result {saved} is empty or damaged "
+                           "(a run stopped while writing it?); the section is counted again")
+    return notices
+
+
+def run_study(plan: StudyPlan, *, workers: int = 1, scheduler: str | None = None,
+              progress: ProgressCallback | None = None) -> StudyResult:
+    """Count every section of a checked study and write the study tables.
+
+    Parameters
+    ----------
+    plan : StudyPlan
+        From :func:`plan_study`.
     workers : int
         Sections counted in parallel on a local Dask cluster (1: in this process).
     scheduler : str, optional
@@ -170,49 +453,182 @@ def count_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,
     -------
     StudyResult
         The three tables; ``n_failed`` sections have a status other than ``ok``.
+
+    Raises
+    ------
+    SettingsError
+        When the Dask scheduler cannot be reached (nothing is counted then).
     """
-    sheet = read_samplesheet(samplesheet)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = sheet.to_dict("records")
-    _run_rows(rows, settings, out_dir, workers=workers, scheduler=scheduler,
-              progress=progress or (lambda done, total, message: None))
-    return _write_tables(sheet, settings, out_dir)
+    progress = progress or (lambda done, total, message: None)
+    rows = plan.rows
+    (plan.out_dir / "sections").mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    if workers <= 1 and scheduler is None:
+        for done, row in enumerate(rows, 1):
+            results[row["_key"]] = result = _process_row(row, plan.settings, str(plan.out_dir))
+            progress(done, len(rows), f"{row['animal']} s{_section_text(row['section'])}: {result['status'][:40]}")
+    else:
+        _run_on_dask(rows, plan.settings, plan.out_dir, workers=workers, scheduler=scheduler, progress=progress,
+                     results=results)
+    return _write_tables(plan, results)
 
 
-def _write_tables(sheet: pd.DataFrame, settings: StudySettings, out_dir: Path) -> StudyResult:
+def _run_on_dask(rows: list[dict], settings: StudySettings, out_dir: Path, *, workers: int, scheduler: str | None,
+                 progress: ProgressCallback, results: dict[str, dict],
+                 process: Callable[[dict, StudySettings, str], dict] = _process_row) -> None:
+    """Map ``process`` over the rows on a Dask cluster; a future that fails (a worker that died) fails only its row."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    with contextlib.ExitStack() as stack:  # the cluster is closed however the loop ends
+        try:
+            if scheduler is None:
+                cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                           dashboard_address=None))
+                client = stack.enter_context(Client(cluster))
+            else:
+                client = stack.enter_context(Client(scheduler, timeout="30s"))
+        except (OSError, TimeoutError) as error:
+            raise SettingsError(f"--scheduler {scheduler}: cannot connect to the Dask scheduler ({error})"
+                                if scheduler else f"--workers {workers}: cannot start a local Dask cluster ({error})")
+        futures = {client.submit(process, row, settings, str(out_dir), pure=False): row for row in rows}
+        for done, future in enumerate(as_completed(futures), 1):
+            row = futures[future]
+            try:
+                result = future.result()
+            except Exception as error:  # the worker died (out of memory, killed) or the task was lost
+                result = {"fingerprint": None, "key": row["_key"], "status": _worker_failure(row, error)}
+                with contextlib.suppress(OSError):
+                    (out_dir / "sections" / row["_key"]).mkdir(parents=True, exist_ok=True)
+                    _write_json(out_dir / "sections" / row["_key"] / "result.json", result)
+            results[row["_key"]] = result
+            progress(done, len(rows), f"{row['animal']} s{_section_text(row['section'])}: {result['status'][:40]}")
+
+
+def _worker_failure(row: dict, error: BaseException) -> str:
+    what = str(error).splitlines()[0] if str(error) else ""
+    return (f"error: {row['path']}: the Dask worker counting it failed ({type(error).__name__}"
+            f"{': ' + what if what else ''}); often it ran out of memory: use fewer --workers")
+
+
+def count_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,
+                settings: StudySettings = StudySettings(), workers: int = 1,
+                scheduler: str | None = None, progress: ProgressCallback | None = None,
+                notify: NoticeCallback | None = None) -> StudyResult:
+    """Count every section of a samplesheet and write the study tables.
+
+    :func:`plan_study` (every check, nothing counted) then :func:`run_study`.
+
+    Parameters
+    ----------
+    samplesheet : path
+        CSV or .xlsx with ``path`` and ``animal`` (see :func:`dcxcount.study.read_samplesheet`).
+    out_dir : path
+        Results folder: ``cells.csv``, ``sections.csv``, ``animals.csv`` and ``sections/``.
+    settings : StudySettings
+    workers : int
+        Sections counted in parallel on a local Dask cluster (1: in this process).
+    scheduler : str, optional
+        Address of a running Dask scheduler to send the sections to instead.
+    progress : callable, optional
+        ``progress(done, total, message)`` after each section.
+    notify : callable, optional
+        Called with each notice of the plan (duplicate images, damaged saved
+        results); by default they are issued as warnings.
+
+    Returns
+    -------
+    StudyResult
+        The three tables; ``n_failed`` sections have a status other than ``ok``.
+
+    Raises
+    ------
+    dcxcount.study.SamplesheetError, SettingsError
+        Before any section is counted (see :func:`plan_study`).
+    """
+    plan = plan_study(samplesheet, out_dir=out_dir, settings=settings)
+    for notice in plan.notices:
+        if notify is None:
+            warnings.warn(notice, stacklevel=2)
+        else:
+            notify(notice)
+    return run_study(plan, workers=workers, scheduler=scheduler, progress=progress)
+
+
+def _saved_cells(folder: Path) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(folder / "cells.csv")
+    except (OSError, ValueError):  # pandas' parser errors are ValueErrors
+        return None
+
+
+def _write_tables(plan: StudyPlan, results: dict[str, dict]) -> StudyResult:
     identity = ["animal", "group", "section", "path"]
     section_rows, cell_tables = [], []
-    for row in sheet.to_dict("records"):
-        folder = out_dir / "sections" / section_key(row)
-        result = json.loads((folder / "result.json").read_text())
+    for row in plan.rows:
+        folder = plan.out_dir / "sections" / row["_key"]
+        result = results.get(row["_key"]) or _load_result(folder / "result.json") or {
+            "status": f"error: {row['path']}: no result was saved; run the command again to count it"}
         summary = {k: row[k] for k in identity}
-        summary.update({k: v for k, v in result.items() if k not in ("fingerprint", "key")})
+        summary.update({k: v for k, v in result.items() if k not in ("fingerprint", "key", "warnings", "traceback")})
         for column in ("section_interval", "hemispheres", "thickness_um"):
             if column in row and not pd.isna(row[column]):
                 summary[column] = row[column]
-        section_rows.append(summary)
         if result["status"] == "ok":
-            cells = pd.read_csv(folder / "cells.csv")
-            cells.insert(0, "section", row["section"])
-            cells.insert(0, "group", row["group"])
-            cells.insert(0, "animal", row["animal"])
-            cell_tables.append(cells)
+            cells = _saved_cells(folder)
+            if cells is None:
+                # Deleted or damaged since it was counted: say so, and count it again next time.
+                summary = {k: row[k] for k in identity}
+                summary["status"] = (f"error: {folder / 'cells.csv'}: the saved cells table is missing or damaged; "
+                                     "the section is counted again on the next run")
+                with contextlib.suppress(OSError):
+                    (folder / "result.json").unlink()
+            else:
+                cells.insert(0, "section", row["section"])
+                cells.insert(0, "group", row["group"])
+                cells.insert(0, "animal", row["animal"])
+                cell_tables.append(cells)
+        section_rows.append(summary)
     sections = pd.DataFrame(section_rows)
     for column in ["dcx_count", "neun_count", "dcx_neun_count", "gcl_area_mm2",
                    *(f"stage_{s}" for s in STAGES), "stage_doubtful"]:
         if column not in sections:
             sections[column] = np.nan
+    sections = _whole_counts(sections)
     front = identity + ["status", "dcx_count", "neun_count", "dcx_neun_count", "gcl_area_mm2"]
     sections = sections[front + [c for c in sections.columns if c not in front]]
     cells = pd.concat(cell_tables, ignore_index=True) if cell_tables else pd.DataFrame(
         columns=["animal", "group", "section", "marker", "cell_id"])
-    animals = animals_table(sections, section_interval=settings.section_interval,
-                            hemispheres=settings.hemispheres, thickness_um=settings.thickness_um)
-    cells.to_csv(out_dir / "cells.csv", index=False)
-    sections.to_csv(out_dir / "sections.csv", index=False)
-    animals.to_csv(out_dir / "animals.csv", index=False)
+    animals = animals_table(sections, section_interval=plan.settings.section_interval,
+                            hemispheres=plan.settings.hemispheres, thickness_um=plan.settings.thickness_um)
+    for name, table in (("cells", cells), ("sections", sections), ("animals", animals)):
+        _finite(table).to_csv(plan.out_dir / f"{name}.csv", index=False)
     # What a methods section (and a reviewer) needs to reproduce the tables.
-    record = {"dcxcount_version": __version__, "settings": asdict(settings)}
-    (out_dir / "settings.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    record = {"dcxcount_version": __version__, "settings": _settings_record(plan.settings)}
+    _write_json(plan.out_dir / "settings.json", record)
     return StudyResult(cells=cells, sections=sections, animals=animals)
+
+
+def _whole_counts(sections: pd.DataFrame) -> pd.DataFrame:
+    """Count columns as nullable integers: a failed section's empty cell must not turn 27 into 27.0."""
+    for column in sections.columns:
+        if not _COUNT_COLUMNS.fullmatch(str(column)):
+            continue
+        values = pd.to_numeric(sections[column], errors="coerce").astype("float64")
+        known = values.dropna()
+        if (known == known.round()).all():
+            sections[column] = values.astype("Int64")
+    return sections
+
+
+def _finite(table: pd.DataFrame) -> pd.DataFrame:
+    """Infinities as empty cells: ``inf`` in a table is not a measurement, and some readers choke on it."""
+    floats = table.select_dtypes("float").columns
+    return table.assign(**{c: table[c].replace([np.inf, -np.inf], np.nan) for c in floats}) if len(floats) else table
+
+
+def _settings_record(settings: StudySettings) -> dict:
+    """The settings as settings.json records them: a signal threshold switched off reads "off", not Infinity."""
+    record = asdict(settings)
+    record["count"]["mean_thresholds"] = {
+        marker: "off" if value == math.inf else value for marker, value in settings.count.mean_thresholds.items()}
+    return record

@@ -4,14 +4,81 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import shlex
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from .appearance import FAMILIES
 
-__all__ = ["main"]
+__all__ = ["main", "EXIT_OK", "EXIT_SECTIONS_FAILED", "EXIT_BAD_INPUT", "EXIT_INTERNAL_ERROR"]
+
+EXIT_OK = 0
+"""Every section was counted."""
+EXIT_SECTIONS_FAILED = 1
+"""Some sections failed (each is listed with its reason); the tables were written."""
+EXIT_BAD_INPUT = 2
+"""The samplesheet or an option is wrong: nothing was counted."""
+EXIT_INTERNAL_ERROR = 3
+"""dcxcount itself failed (a bug, or the results could not be written)."""
+
+EXIT_STATUSES = """\
+exit status:
+  0  every section was counted
+  1  some sections failed (each is listed with its reason); the tables were written
+  2  the samplesheet or an option is wrong: nothing was counted
+  3  internal error (a bug, or the tables could not be written)
+"""
+
+
+class OptionError(Exception):
+    """A command-line value that cannot be used; the message is one line per problem, naming the option."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (not the usage text first) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _whole_at_least(lowest: int):
+    """argparse type: a whole number >= ``lowest``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {lowest}, got {text!r}") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {lowest}, got {text!r}")
+        return value
+    return parse
+
+
+def _positive_number(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """argparse type: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
 
 
 def _progress_bar(description: str):
@@ -51,7 +118,7 @@ def _channel_overrides(values: list[str]) -> dict[str, str]:
     for value in values:
         marker, sep, channel = value.partition("=")
         if not sep or not marker.strip() or not channel.strip():
-            raise SystemExit(f"dcxcount: --channel expects MARKER=NAME_OR_INDEX, got '{value}'")
+            raise OptionError(f"--channel expects MARKER=NAME_OR_INDEX, got '{value}'")
         overrides[marker.strip().lower()] = channel.strip()
     return overrides
 
@@ -62,6 +129,8 @@ def _model_choice(values: list[str]) -> tuple[str, dict[str, str]]:
     for value in values:
         marker, sep, name = value.partition("=")
         if sep:
+            if not marker.strip() or not name.strip():
+                raise OptionError(f"--model expects NAME_OR_PATH or MARKER=NAME_OR_PATH, got '{value}'")
             per_marker[marker.strip().lower()] = name.strip()
         else:
             default = value.strip()
@@ -74,41 +143,89 @@ def _signal_thresholds(values: list[str], defaults: dict[str, float]) -> dict[st
     for value in values:
         marker, sep, setting = value.partition("=")
         marker, setting = marker.strip().lower(), setting.strip().lower()
-        if setting == "auto":
-            thresholds.pop(marker, None)
+        if sep and marker and setting == "auto":
+            thresholds.pop(marker, None)  # absent means automatic; _unknown_markers checks the name
             continue
         try:
-            thresholds[marker] = float("inf") if setting == "off" else float(setting)
+            number = math.inf if setting == "off" else float(setting)
         except ValueError:
-            sep = ""
-        if not sep or not marker:
-            raise SystemExit(f"dcxcount: --signal-threshold expects MARKER=NUMBER, MARKER=auto or MARKER=off, "
-                             f"got '{value}'")
+            number = math.nan
+        # "inf" and "nan" parse as floats; only "off" may switch the criterion off.
+        if not sep or not marker or not (math.isfinite(number) or setting == "off"):
+            raise OptionError(f"--signal-threshold expects MARKER=NUMBER, MARKER=auto or MARKER=off, got '{value}'")
+        thresholds[marker] = number
     return thresholds
 
 
 def _stage_rules(path: Path | None):
-    """``--stage-rules FILE.json``: an object with any of :class:`StagingRules`' fields."""
+    """``--stage-rules FILE.json``: an object with any of :class:`StagingRules`' fields, each in its range."""
     from dataclasses import fields
 
+    from .checks import staging_problems
     from .morphology import StagingRules
 
     if path is None:
         return StagingRules()
     try:
-        values = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"dcxcount: {path}: cannot read the stage rules ({error})")
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise OptionError(f"--stage-rules {path}: cannot read the stage rules ({reason})")
     known = [field.name for field in fields(StagingRules)]
     unknown = sorted(set(values) - set(known)) if isinstance(values, dict) else None
     if unknown is None or unknown:
-        raise SystemExit(f"dcxcount: {path}: the stage rules must be a JSON object with keys among "
-                         f"{', '.join(known)}" + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
-    return StagingRules(**values)
+        raise OptionError(f"--stage-rules {path}: the stage rules must be a JSON object with keys among "
+                          f"{', '.join(known)}" + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+    rules = StagingRules(**values)
+    problems = staging_problems(rules)
+    if problems:
+        raise OptionError("\n".join(f"--stage-rules {path}: {problem}" for problem in problems))
+    return rules
+
+
+def _unknown_markers(args: argparse.Namespace, markers: frozenset[str]) -> list[str]:
+    """``--signal-threshold MARKER=auto`` for a marker the run does not count: said, as for a number."""
+    problems = []
+    for value in args.signal_threshold:
+        marker = value.partition("=")[0].strip().lower()
+        if marker not in markers:
+            problems.append(f"--signal-threshold {value}: this run counts no marker {marker!r} (it counts "
+                            f"{', '.join(sorted(markers))}); name its channel with --channel {marker}=INDEX_OR_NAME")
+    return list(dict.fromkeys(problems))
+
+
+def _say(message: str) -> None:
+    """One line per line of ``message`` on stderr, each starting with ``dcxcount:``."""
+    for line in str(message).splitlines():
+        print(f"dcxcount: {line}", file=sys.stderr)
+
+
+def _default_notes(args: argparse.Namespace, sheet) -> list[str]:
+    """The defaults that change the estimated totals, where a row uses them (they are not given)."""
+    notes = []
+    if args.section_interval is None and sheet["section_interval"].isna().any():
+        notes.append(f"note: --section-interval not given: the estimated totals assume every {SECTION_INTERVAL}th "
+                     f"section was counted (--section-interval {SECTION_INTERVAL})")
+    if args.hemispheres is None and sheet["hemispheres"].isna().any():
+        notes.append(f"note: --hemispheres not given: the estimated totals assume both hemispheres were counted "
+                     f"in each section (--hemispheres {HEMISPHERES})")
+    return notes
+
+
+def _failure_line(row) -> str:
+    """A failed section in one line: which section, and its status (which names the file once)."""
+    where = f"{row.animal} s{row.section}"
+    return f"{where}: {row.status}" if str(row.path) in row.status else f"{where} ({row.path}): {row.status}"
+
+
+SECTION_INTERVAL = 6
+"""The section interval assumed when neither --section-interval nor the samplesheet gives one."""
+HEMISPHERES = 2
+"""Hemispheres per section assumed when neither --hemispheres nor the samplesheet gives them."""
 
 
 def _count(args: argparse.Namespace) -> int:
-    from .batch import StudySettings, count_study
+    from .batch import SettingsError, StudySettings, plan_study, run_study
     from .pipeline import CountSettings
     from .segment import ModelNotAvailableError, kind_of_marker, load_engine
     from .study import SamplesheetError
@@ -116,37 +233,48 @@ def _count(args: argparse.Namespace) -> int:
     default_model, marker_models = _model_choice(args.model)
     defaults = CountSettings()
     overlap = defaults.min_overlap_fraction if args.min_overlap_fraction is None else args.min_overlap_fraction
-    if not 0 < overlap <= 1:
-        raise SystemExit(f"dcxcount: --min-overlap-fraction must be in (0, 1], got {overlap}")
     count = CountSettings(model=default_model, marker_models=marker_models,
                           channels=_channel_overrides(args.channel), min_overlap_fraction=overlap,
                           mean_thresholds=_signal_thresholds(args.signal_threshold, defaults.mean_thresholds),
                           staging=_stage_rules(args.stage_rules))
+    settings = StudySettings(count=count, pixel_size_um=args.pixel_size_um,
+                             section_interval=SECTION_INTERVAL if args.section_interval is None
+                             else args.section_interval,
+                             hemispheres=HEMISPHERES if args.hemispheres is None else args.hemispheres,
+                             thickness_um=args.thickness_um)
     try:
-        # Fail before the batch starts when a model itself is missing.
+        plan = plan_study(args.samplesheet, out_dir=args.out, settings=settings)
+        unknown = _unknown_markers(args, plan.markers)
+        if unknown:
+            raise SettingsError("\n".join(unknown))
+    except (SamplesheetError, SettingsError) as error:
+        _say(error)
+        return EXIT_BAD_INPUT
+    try:
+        # Fail before the batch starts when a model itself is missing or is not a model.
         for marker in ("dcx", "neun", *marker_models):
             load_engine(marker_models.get(marker, default_model), kind=kind_of_marker(marker))
     except ModelNotAvailableError as error:
-        print(f"dcxcount: {error}", file=sys.stderr)
-        return 2
-    settings = StudySettings(count=count, pixel_size_um=args.pixel_size_um,
-                             section_interval=args.section_interval, hemispheres=args.hemispheres,
-                             thickness_um=args.thickness_um)
+        _say(f"--model: {error}")
+        return EXIT_BAD_INPUT
+    for note in _default_notes(args, plan.sheet):
+        _say(note)
+    for notice in plan.notices:
+        _say(f"note: {notice}")
     started = time.perf_counter()
     try:
-        result = count_study(args.samplesheet, out_dir=args.out, settings=settings, workers=args.workers,
-                             scheduler=args.scheduler, progress=_progress_bar("count"))
-    except SamplesheetError as error:
-        print(f"dcxcount: {error}", file=sys.stderr)
-        return 2
+        result = run_study(plan, workers=args.workers, scheduler=args.scheduler, progress=_progress_bar("count"))
+    except SettingsError as error:  # the Dask scheduler could not be reached: nothing was counted
+        _say(error)
+        return EXIT_BAD_INPUT
     elapsed = time.perf_counter() - started
     for row in result.sections.itertuples():
         if row.status != "ok":
-            print(f"dcxcount: {row.path}: {row.status}", file=sys.stderr)
+            _say(_failure_line(row))
     n = len(result.sections)
     print(f"counted {n - result.n_failed}/{n} sections of {len(result.animals)} animals in {elapsed:.1f} s; "
           f"tables in {Path(args.out).resolve()}")
-    return 1 if result.n_failed else 0
+    return EXIT_SECTIONS_FAILED if result.n_failed else EXIT_OK
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -264,27 +392,34 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dcxcount", description=__doc__)
+    parser = _Parser(prog="dcxcount", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    count = commands.add_parser("count", help="count every section of a samplesheet")
+    count = commands.add_parser(
+        "count", help="count every section of a samplesheet", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Every setting is checked before the first section is counted.\n\n" + EXIT_STATUSES)
     count.add_argument("samplesheet", type=Path,
-                       help="CSV with columns path, animal[, group, section, outline, ...]; outline: a GCL "
-                            "drawn by hand (ImageJ .roi/.zip, GeoJSON or mask TIFF) replacing the detected one")
+                       help="CSV (comma, semicolon or tab; UTF-8, Windows-1252 or Latin-1) or .xlsx with columns "
+                            "path, animal[, group, section, outline, ...]; outline: a GCL drawn by hand (ImageJ "
+                            ".roi/.zip, GeoJSON or mask TIFF) replacing the detected one")
     count.add_argument("--out", type=Path, required=True, help="results folder")
     count.add_argument("--channel", action="append", default=[], metavar="MARKER=NAME_OR_INDEX",
                        help="which channel holds a marker (dcx, neun, dapi, brdu, edu); repeatable")
     count.add_argument("--model", action="append", default=[], metavar="[MARKER=]NAME_OR_PATH",
                        help="'specialist' (bundled, default), 'cpsam' (Cellpose-SAM) or a model file; "
                             "MARKER=... chooses for one marker (e.g. --model neun=cpsam); repeatable")
-    count.add_argument("--pixel-size-um", type=float, help="pixel size, overriding the files' own")
-    count.add_argument("--workers", type=int, default=1, help="sections counted in parallel (Dask)")
+    count.add_argument("--pixel-size-um", type=_positive_number, help="pixel size, overriding the files' own")
+    count.add_argument("--workers", type=_whole_at_least(1), default=1,
+                       help="sections counted in parallel (Dask)")
     count.add_argument("--scheduler", help="address of a Dask scheduler to run on")
-    count.add_argument("--section-interval", type=int, default=6, help="every k-th section was counted")
-    count.add_argument("--hemispheres", type=int, choices=(1, 2), default=2,
-                       help="hemispheres counted per section (estimates double one)")
-    count.add_argument("--thickness-um", type=float, help="section thickness, for the GCL volume")
-    count.add_argument("--min-overlap-fraction", type=float,
+    count.add_argument("--section-interval", type=_whole_at_least(1), metavar="K",
+                       help=f"every K-th section was counted; the estimated totals scale with it (default "
+                            f"{SECTION_INTERVAL}, said when used; a samplesheet column overrides it)")
+    count.add_argument("--hemispheres", type=int, choices=(1, 2),
+                       help=f"hemispheres counted per section; the estimated totals double one (default "
+                            f"{HEMISPHERES}, said when used; a samplesheet column overrides it)")
+    count.add_argument("--thickness-um", type=_positive_number, help="section thickness, for the GCL volume")
+    count.add_argument("--min-overlap-fraction", type=_fraction,
                        help="an object is positive for another marker when one of that marker's objects covers "
                             "at least this fraction of the smaller of the two (default 0.5)")
     count.add_argument("--signal-threshold", action="append", default=[], metavar="MARKER=NUMBER|auto|off",
@@ -364,8 +499,48 @@ examples:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    """Run one command; returns the exit status (see :data:`EXIT_STATUSES`).
+
+    No traceback reaches the terminal: a wrong option or samplesheet is one
+    line per problem (status 2); an unexpected error is one line naming a file
+    that holds its traceback, for a bug report (status 3). Set
+    ``DCXCOUNT_DEBUG=1`` to get the traceback raised instead.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, or a wrong option (already said in one line)
+        return stop.code if isinstance(stop.code, int) else EXIT_BAD_INPUT
+    try:
+        return args.run(args)
+    except OptionError as error:
+        _say(error)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _say("interrupted; run the same command again to resume (finished sections are kept)")
+        return 130
+    except Exception as error:
+        if os.environ.get("DCXCOUNT_DEBUG"):
+            raise
+        return _internal_error(error)
+
+
+def _internal_error(error: Exception) -> int:
+    """Say what failed in one line, keep the traceback in a file for the bug report."""
+    what = str(error).splitlines()[0] if str(error) else ""
+    report = "".join(traceback.format_exception(error))
+    try:
+        with tempfile.NamedTemporaryFile("w", prefix="dcxcount-error-", suffix=".txt", delete=False) as handle:
+            handle.write(" ".join(sys.argv) + "\n\n" + report)
+        where = f"; the traceback is in {handle.name}"
+    except OSError:
+        where = ""
+    if isinstance(error, OSError):  # a full disk or a lost network drive, not a bug
+        _say(f"cannot continue: {error.strerror or error}"
+             f"{' (' + error.filename + ')' if isinstance(error.filename, str) else ''}{where}")
+    else:
+        _say(f"internal error ({type(error).__name__}{': ' + what if what else ''}); this is a bug, please report "
+             f"it{where}")
+    return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":
