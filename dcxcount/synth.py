@@ -1030,12 +1030,12 @@ def _autofluorescence(shape: tuple[int, int], ps: float, look: Appearance, rng: 
             xy = np.concatenate([p for p, _ in parts])
             line_weight = np.concatenate([v for _, v in parts]) * math.sqrt(2 * math.pi) * sigma_um / ps
             out += ndimage.gaussian_filter(_splat(shape, xy, line_weight / ps), sigma_um / ps)
-    n_groups = rng.poisson(look.lipofuscin_per_mm2 * area_mm2 / 3)
+    n_groups = rng.poisson(look.lipofuscin_per_mm2 * area_mm2 / 2)
     if n_groups:
-        # Lipofuscin sits in granules of a few puncta inside one cell's cytoplasm.
+        # Lipofuscin sits in aggregates of 1-3 puncta, a few um across: smaller than any nucleus.
         centres = rng.uniform(0, 1, (n_groups, 2)) * [w, h]
-        sizes = rng.integers(1, 6, n_groups)
-        xy = np.repeat(centres, sizes, axis=0) + rng.normal(0, 2.0 / ps, (int(sizes.sum()), 2))
+        sizes = rng.integers(1, 4, n_groups)
+        xy = np.repeat(centres, sizes, axis=0) + rng.normal(0, 0.7 / ps, (int(sizes.sum()), 2))
         for sigma_um, pick in ((0.45, slice(0, None, 2)), (0.8, slice(1, None, 2))):
             peak = rng.lognormal(math.log(2.0), 0.4, len(xy[pick]))
             out += ndimage.gaussian_filter(_splat(shape, xy[pick], peak * 2 * math.pi * (sigma_um / ps) ** 2),
