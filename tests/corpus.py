@@ -205,7 +205,7 @@ SECTION_CASES: dict[str, SectionCase] = {
                                 already_handled=True),
     "empty_image": SectionCase(_empty_image, r"^error: .*empty\.tif: the image is empty", already_handled=True),
     "nan_patch": SectionCase(_nan_patch, r"ok"),
-    "inf_pixels": SectionCase(_inf_pixels, r"ok"),
+    "inf_pixels": SectionCase(_inf_pixels, r"ok", already_handled=True),  # counted; nonfinite_px is new
     "nan_plane": SectionCase(_nan_plane, r"ok"),
     "all_nan": SectionCase(_all_nan, r"^error: .*allnan\.ome\.tif: the dcx channel \('DCX'\) has no finite pixel"),
     "saturated": SectionCase(_saturated, r"^error: .*saturated\.ome\.tif: the dcx channel \('DCX'\) is saturated"),
