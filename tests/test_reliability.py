@@ -427,6 +427,9 @@ def test_a_whole_count_opens_no_network_connection(good_files, tmp_path, monkeyp
         monkeypatch.setattr(socket.socket, name, refuse(f"socket.{name}"))
     for name in ("create_connection", "getaddrinfo", "gethostbyname"):
         monkeypatch.setattr(socket, name, refuse(name))
+    from dcxcount.segment import load_engine
+
+    load_engine.cache_clear()  # the models are loaded under the block too
     sheet = _sheet(tmp_path, [{"path": str(good_files / "a.ome.tif"), "animal": "m1", "section": 1}])
     assert main(["count", str(sheet), "--out", str(tmp_path / "out")]) == 0
     assert attempts == []
