@@ -194,9 +194,11 @@ def test_edu_panel_names_the_analogue():
     assert "dcx" not in s.labels
 
 
-@pytest.mark.parametrize("markers", [("dcx", "gfp"), ("dcx", "dcx"), ("brdu", "edu")])
-def test_bad_markers_are_refused(markers):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("markers", "reason"), [(("dcx", "gfp"), r"unknown markers \['gfp'\]"),
+                                                 (("dcx", "dcx"), "markers repeat"),
+                                                 (("brdu", "edu"), "at most one thymidine analogue")])
+def test_bad_markers_are_refused(markers, reason):
+    with pytest.raises(ValueError, match=reason):
         SynthParams(markers=markers)
 
 
@@ -234,7 +236,7 @@ def test_read_truth_round_trip(section, tmp_path):
 def test_write_without_truth(section, tmp_path):
     write_section(section, tmp_path / "bare.ome.tif", truth=False)
     assert not (tmp_path / "bare_truth").exists()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="no truth folder .*bare_truth"):
         read_truth(tmp_path / "bare.ome.tif")
 
 
