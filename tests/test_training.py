@@ -21,6 +21,10 @@ from dcxcount.synth import SynthParams, make_section, write_section
 NEUROPIL_DOMAIN = SynthParams(shape_px=(512, 512), pixel_size_um=0.65, dcx_per_mm_sgz=200.0, dcx_neuropil=0.8)
 
 
+# Training from scratch at a tiny size (test_plain_train_from_scratch_...).
+SCRATCH_STEPS = 80
+
+
 def _write_labelled(folder, params: SynthParams, seeds, *, label_markers=("dcx",)) -> None:
     """Sections as ``s<seed>.ome.tif`` with their true labels as ``s<seed>_labels_<marker>.tif``."""
     for seed in seeds:
@@ -154,3 +158,41 @@ def test_data_without_a_base_model_is_refused(tmp_path, capsys):
     code = main(["train", "--kind", "dcx", "--data", str(tmp_path), "--out", str(tmp_path / "m.safetensors")])
     assert code == 2
     assert "--from specialist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_plain_train_from_scratch_writes_a_model_that_loads_and_segments(tmp_path, monkeypatch):
+    """``dcxcount train --kind nuclear --out M`` (no --from, no --data): the path that built the bundled
+    weights, at a tiny size: the model file, its card, a falling loss, and a model that loads and segments."""
+    import dcxcount.cli as cli
+    from dcxcount.metrics import detection_scores
+
+    losses = []
+
+    def recording(description):
+        def progress(done, total, message):
+            losses.append(float(message.split()[-1]))
+        return progress
+
+    monkeypatch.setattr(cli, "_progress_bar", recording)
+    out = tmp_path / "scratch.safetensors"
+    assert main(["train", "--kind", "nuclear", "--out", str(out), "--sections", "2", "--size-px", "256",
+                 "--steps", str(SCRATCH_STEPS), "--batch-size", "4", "--families", "none", "--threads", "1"]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["base_model"] is None and card["steps"] == SCRATCH_STEPS and card["seed"] == 0
+    assert card["learning_rate"] == 2e-3  # training from scratch: 4x fine-tuning's
+    assert card["command"].startswith("dcxcount train --out") and "--sections 2 --size-px 256" in card["command"]
+    assert "2 synthetic sections of 256^2 px" in card["training_data"] and "none (plain look)" in card["training_data"]
+    assert card["train_seconds"] > 0 and np.isfinite(card["final_loss"])
+    assert len(losses) == SCRATCH_STEPS
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10]), losses
+
+    model = load_specialist(out)
+    assert (model.kind, model.pixel_size_um) == ("nuclear", 0.6)
+    section = make_section(SynthParams(shape_px=(256, 256), pixel_size_um=0.65, markers=("dcx", "neun"),
+                                       seed=70_441))
+    masks = model.segment(section.image[1], pixel_size_um=0.65)
+    assert masks.shape == (256, 256) and masks.dtype.kind in "iu"
+    score = detection_scores(masks, section.labels["neun"], pixel_size_um=0.65)
+    print(f"from scratch, {SCRATCH_STEPS} steps: NeuN F1 {score.f1:.3f}")
+    assert score.f1 >= 0.95  # measured 0.991: nuclei of the plain look are learnt in 80 steps
