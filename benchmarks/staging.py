@@ -216,7 +216,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", type=int, default=4, help="sections per density")
     parser.add_argument("--first-seed", type=int, default=101,
-                        help="seeds FIRST, FIRST + 1, ...; 101 on are the test seeds, 201 on were used to choose")
+                        help="seeds FIRST, FIRST + 1, ...; 70201 on are the frozen test split (tests/splits.py), "
+                             "101 on and 201 on dev seeds")
     parser.add_argument("--size-px", type=int, default=768)
     parser.add_argument("--pixel-size-um", type=float, default=0.65)
     parser.add_argument("--density", type=float, nargs="+", default=[SynthParams().dcx_per_mm_sgz, 150.0],
