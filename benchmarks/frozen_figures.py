@@ -6,6 +6,7 @@ frozen seeds are not for tuning); the tests' bars come from these figures and th
     python benchmarks/frozen_figures.py detection   # DCX and NeuN F1 through `dcxcount count` (conftest's study)
     python benchmarks/frozen_figures.py analogues   # BrdU / EdU read-outs of single sections, four seeds each
     python benchmarks/frozen_figures.py colabel     # tests/test_colabel.py's study: co-label accuracies, read-outs
+    python benchmarks/frozen_figures.py finetune    # tests/test_training.py's fine-tuning, training seeds 0-2
 
 Staging is measured by ``python benchmarks/staging.py --first-seed 70201 --sections 8``, the
 layer frame by ``python benchmarks/layers.py``.
@@ -114,9 +115,31 @@ def colabel(scratch: Path) -> None:
               f"{(tc._readouts(pd.concat(calls)) - tc._readouts(pd.concat(matched))).round(2).to_dict()} pp")
 
 
+def finetune(scratch: Path) -> None:
+    import json
+
+    from dcxcount.segment import bundled_model_path
+    from tests.splits import FINE_TUNE
+    from tests.test_training import NEUROPIL_DOMAIN, _write_labelled
+
+    data = scratch / "corrected"
+    data.mkdir(parents=True)
+    _write_labelled(data, NEUROPIL_DOMAIN, FINE_TUNE)
+    for seed in (0, 1, 2):
+        out = scratch / f"lab{seed}.safetensors"
+        assert dcxcount_main(["train", "--from", str(bundled_model_path("dcx")), "--data", str(data), "--out", str(out),
+                              "--val-fraction", "0.25", "--steps", "80", "--batch-size", "4", "--seed", str(seed),
+                              "--threads", "1"]) == 0
+        card = json.loads(out.with_suffix(".json").read_text())
+        before, after = card["validation"]["before"], card["validation"]["after"]
+        print(f"seed {seed} (validation {', '.join(card['val_sections'])}): F1 {before['f1']} -> {after['f1']}, "
+              f"AP@0.5 {before['ap50']} -> {after['ap50']}; before {before}, after {after}; "
+              f"{card['train_seconds']} s", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("detection", "analogues", "colabel"), nargs="+")
+    parser.add_argument("what", choices=("detection", "analogues", "colabel", "finetune"), nargs="+")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="dcxcount-frozen-") as scratch:
         for what in args.what:

@@ -81,7 +81,7 @@ MUTATIONS = {
         "        depth, in_gcl = self._sample(*args, **kwargs)\n"
         "        return depth + 0.1, in_gcl\n\n"
         "    def _sample(self, x_um",
-        ("tests/test_colabel.py", "tests/test_cli.py::test_brdu_phenotypes_reach_the_animal_table")),
+        ("tests/test_colabel.py", "tests/test_cli.py::test_thymidine_analogue_phenotypes_reach_the_animal_table")),
 }
 
 
@@ -113,6 +113,8 @@ def run_tests(target: Path, tests: list[str]) -> tuple[bool, str, float]:
                           cwd=target, env=env, capture_output=True, text=True)
     tail = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-300:]
+    if done.returncode not in (0, 1):  # 2-5: interrupted, internal or usage error, nothing collected
+        raise SystemExit(f"pytest could not run {tests} (exit {done.returncode}): {summary}")
     return done.returncode == 0, "; ".join(tail[:3]) or summary, time.perf_counter() - started
 
 
