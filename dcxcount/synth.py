@@ -1032,11 +1032,13 @@ def _autofluorescence(shape: tuple[int, int], ps: float, look: Appearance, rng: 
             out += ndimage.gaussian_filter(_splat(shape, xy, line_weight / ps), sigma_um / ps)
     n_groups = rng.poisson(look.lipofuscin_per_mm2 * area_mm2 / 2)
     if n_groups:
-        # Lipofuscin sits in aggregates of 1-3 puncta, a few um across: smaller than any nucleus.
+        # Lipofuscin sits in aggregates of 1-3 puncta under 2 um across: far smaller than any
+        # nucleus (wider clusters read as small speckled nuclei and taught the nuclear model
+        # to drop small BrdU+ glia and DCX nuclei).
         centres = rng.uniform(0, 1, (n_groups, 2)) * [w, h]
         sizes = rng.integers(1, 4, n_groups)
-        xy = np.repeat(centres, sizes, axis=0) + rng.normal(0, 0.7 / ps, (int(sizes.sum()), 2))
-        for sigma_um, pick in ((0.45, slice(0, None, 2)), (0.8, slice(1, None, 2))):
+        xy = np.repeat(centres, sizes, axis=0) + rng.normal(0, 0.4 / ps, (int(sizes.sum()), 2))
+        for sigma_um, pick in ((0.3, slice(0, None, 2)), (0.5, slice(1, None, 2))):
             peak = rng.lognormal(math.log(2.0), 0.4, len(xy[pick]))
             out += ndimage.gaussian_filter(_splat(shape, xy[pick], peak * 2 * math.pi * (sigma_um / ps) ** 2),
                                            sigma_um / ps)

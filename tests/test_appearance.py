@@ -77,8 +77,8 @@ def test_artefacts_glow_in_every_channel_but_are_never_objects(plain):
     background = plain.labels["dapi"] == 0
     for channel in range(len(BASE.markers)):
         # Puncta and vessel walls add bright pixels outside every object in every channel.
-        bright = np.percentile(plain.image[channel][background], 99.9)
-        assert (dirty.image[channel][background] > bright).sum() > 2 * (plain.image[channel][background] > bright).sum()
+        bright = np.percentile(plain.image[channel][background], 99.99)
+        assert (dirty.image[channel][background] > bright).sum() > 3 * (plain.image[channel][background] > bright).sum()
 
 
 def test_dcx_somata_become_rings_around_a_darker_nucleus(plain):
