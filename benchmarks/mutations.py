@@ -81,7 +81,8 @@ MUTATIONS = {
         "        depth, in_gcl = self._sample(*args, **kwargs)\n"
         "        return depth + 0.1, in_gcl\n\n"
         "    def _sample(self, x_um",
-        ("tests/test_colabel.py", "tests/test_cli.py::test_thymidine_analogue_phenotypes_reach_the_animal_table")),
+        ("tests/test_layers.py", "tests/test_colabel.py",
+         "tests/test_cli.py::test_thymidine_analogue_phenotypes_reach_the_animal_table")),
 }
 
 
