@@ -7,15 +7,17 @@ import pytest
 from dcxcount.cli import main
 from dcxcount.synth import SynthParams, make_study
 
+from .splits import STUDY
+
 # 512 x 512 px at 0.65 um: a whole C at 20x, small enough to count in seconds.
 SMALL_SECTION = SynthParams(shape_px=(512, 512), pixel_size_um=0.65)
 
 
 @pytest.fixture(scope="session")
 def small_study(tmp_path_factory):
-    """Samplesheet of 2 groups x 2 animals x 2 sections (seeds never used in training)."""
+    """Samplesheet of 2 groups x 2 animals x 2 sections, from the frozen test split (tests/splits.py)."""
     folder = tmp_path_factory.mktemp("study")
-    return make_study(folder, animals_per_group=2, sections_per_animal=2, base=SMALL_SECTION, seed=101)
+    return make_study(folder, animals_per_group=2, sections_per_animal=2, base=SMALL_SECTION, seed=STUDY)
 
 
 @pytest.fixture(scope="session")

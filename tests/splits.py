@@ -29,12 +29,17 @@ STUDY = 70_001
 LAYERS = (70_101, 70_102, 70_103, 70_104, 70_105, 70_106)
 # tests/test_layers.py, 768^2 px at 0.65 um.
 LAYERS_20X = (70_111, 70_112)
-# Issue 4's staging measure (count_section, 768^2 px at 0.65 um, DCX + NeuN). The test runs
-# the first three at each density; benchmarks/staging.py --first-seed 70201 --sections 8
-# measured the documented figures.
+# Issue 4's staging measure (count_section, 768^2 px at 0.65 um, DCX + NeuN), all eight at each
+# density in the test as in `benchmarks/staging.py --first-seed 70201 --sections 8`.
 STAGING = (70_201, 70_202, 70_203, 70_204, 70_205, 70_206, 70_207, 70_208)
+# tests/test_morphology.py: tracing and staging on the true somata, 512^2 px at 0.65 um, 150
+# DCX cells per mm SGZ.
+STAGING_TRUE_SOMATA = (70_211, 70_212, 70_213, 70_214, 70_215, 70_216)
 # tests/test_colabel.py's study: two animals x three sections.
 COLABEL = {"m1": (70_301, 70_302, 70_303), "m2": (70_311, 70_312, 70_313)}
-# tests/test_cli.py's BrdU and EdU studies.
+# tests/test_training.py's fine-tuning data: sections with heavy DCX neuropil.
+FINE_TUNE = tuple(range(70_501, 70_509))
+# tests/test_cli.py's BrdU and EdU studies (benchmarks/frozen_figures.py measures these and the three
+# seeds after each).
 BRDU_STUDY = 70_401
 EDU_STUDY = 70_411

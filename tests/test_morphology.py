@@ -29,6 +29,8 @@ from dcxcount.morphology import (FEATURE_COLUMNS, STAGE_GROUPS, StagingRules, pr
 from dcxcount.pipeline import count_section
 from dcxcount.synth import SynthParams, make_section
 
+from .splits import STAGING, STAGING_TRUE_SOMATA
+
 # --------------------------------------------------------------------------- hand-made scenes
 
 PS = 0.5  # um per pixel, a 20x objective
@@ -529,12 +531,11 @@ SYNTH = dict(shape_px=(512, 512), pixel_size_um=0.65, dcx_per_mm_sgz=150.0)
 GROUPS = ("proliferative", "intermediate", "postmitotic")
 
 
-@pytest.fixture(scope="module")
-def staged():
+def _staged(seeds):
     """Per seed: truth rows (untruncated DCX cells), features and stages (true somata,
     frame from the true NeuN labels)."""
     out = {}
-    for seed in (0, 1, 2):
+    for seed in seeds:
         section = make_section(SynthParams(seed=seed, **SYNTH))
         frame = find_layer_frame(section.labels["neun"], pixel_size_um=section.pixel_size_um)
         features = process_features(section.image[0], section.labels["dcx"], frame)
@@ -543,6 +544,18 @@ def staged():
         truth = truth[~truth["truncated"].astype(bool)]
         out[seed] = (section, truth, features, stages)
     return out
+
+
+@pytest.fixture(scope="module")
+def staged():
+    """Dev seeds 0-2: the rule checks against the generator's own features."""
+    return _staged((0, 1, 2))
+
+
+@pytest.fixture(scope="module")
+def staged_frozen():
+    """The frozen test split's sections for the accuracy figures (tests/splits.py)."""
+    return _staged(STAGING_TRUE_SOMATA)
 
 
 def confusion(truth: pd.Series, predicted: pd.Series, labels) -> pd.DataFrame:
@@ -569,9 +582,13 @@ def test_synthetic_staging_is_better_than_chance(staged):
     assert accuracy > majority + 0.2
 
 
-def test_synthetic_stage_and_group_accuracy(staged):
-    # True somata, frame from the true NeuN labels, untruncated cells. Measured on seeds
-    # 0-2: stage 0.62, 0.59, 0.67, group 0.69, 0.88, 0.80 (pooled 0.79); before gap joins
+def test_synthetic_stage_and_group_accuracy(staged_frozen):
+    # True somata, frame from the true NeuN labels, untruncated cells. Measured on the frozen
+    # seeds 70211-70216 (192 cells): stage 0.562, 0.441, 0.542, 0.719, 0.484, 0.590 (pooled 0.557,
+    # SD over seeds 0.10), group 0.781, 0.588, 0.583, 0.875, 0.677, 0.692 (pooled 0.703, SD 0.11).
+    # Bars: each seed just under the worst seed; pooled, the figure less the SD over seeds over
+    # sqrt(6). On the dev seeds 0-2, where the tracing was built: stage 0.62, 0.59, 0.67, group
+    # 0.69, 0.88, 0.80 (pooled 0.79); before gap joins
     # and fused crossings: stage 0.62, 0.50, 0.60 (pooled 0.57), group 0.66, 0.78, 0.70
     # (pooled 0.71); before short roots, soma flattening and bridged somata: stage 0.59,
     # 0.47, 0.60, group 0.62, 0.75, 0.67; before process ownership, spur pruning and the
@@ -579,19 +596,19 @@ def test_synthetic_stage_and_group_accuracy(staged):
     # Most misses are processes lost at their root: too faint to trace, or hidden where
     # they run over a neighbour's soma (calls of A); see the per-seed confusion printed.
     truths, founds = [], []
-    for seed, (_, truth, _, stages) in staged.items():
+    for seed, (_, truth, _, stages) in staged_frozen.items():
         found = stages.loc[truth.index]
         stage_accuracy = (found["stage"] == truth["stage"]).mean()
         group_accuracy = (found["stage_group"] == truth["stage_group"]).mean()
         print(f"\nseed {seed}: n={len(truth)}, stage accuracy {stage_accuracy:.2f}, "
               f"group accuracy {group_accuracy:.2f}")
         print(confusion(truth["stage"], found["stage"], list("ABCDEF")))
-        assert stage_accuracy > 0.42 and group_accuracy > 0.58
+        assert stage_accuracy >= 0.42 and group_accuracy >= 0.56
         truths.append(truth)
         founds.append(found)
     truth, found = pd.concat(truths), pd.concat(founds)
-    assert (found["stage"].to_numpy() == truth["stage"].to_numpy()).mean() > 0.5
-    assert (found["stage_group"].to_numpy() == truth["stage_group"].to_numpy()).mean() > 0.63
+    assert (found["stage"].to_numpy() == truth["stage"].to_numpy()).mean() >= 0.52
+    assert (found["stage_group"].to_numpy() == truth["stage_group"].to_numpy()).mean() >= 0.66
 
 
 def _truth_features(section, truth: pd.DataFrame) -> pd.DataFrame:
@@ -639,20 +656,23 @@ def test_rules_reproduce_synth_c_from_true_features(staged):
 # --------------------------------------------------------------------------- the whole path
 
 
-# Issue 4's bar is 0.85 (stage) and 0.93 (group). What the tracing reaches on seeds
-# 101-103, held here with a little room: at the generator's default density 0.86 and
-# 0.88 (58 cells); in dense sections (150 DCX cells per mm SGZ) 0.68 and 0.82 (136
-# cells; 0.63 and 0.79 before exits through rooted junctions, whole soma-to-soma runs
-# and facing-tip joins). The group bar is not met.
+# Issue 4's bar is 0.85 (stage) and 0.93 (group). What the tracing reaches on the frozen
+# test split (tests/splits.py STAGING, 70201-70208; `python benchmarks/staging.py --first-seed
+# 70201 --sections 8`), with the models of issue 10: at the generator's default density 0.851
+# and 0.903 (154 cells; per section stage 0.59-1.00, SD 0.13, group 0.65-1.00, SD 0.12); in dense
+# sections (150 DCX cells per mm SGZ) 0.626 and 0.737 (361 cells; stage 0.44-0.81, SD 0.13, group
+# 0.58-0.85, SD 0.09). Bars: the figure less the SD over sections over sqrt(8). The group bar
+# is not met. (On the former held-out seeds 101-103, dev seeds now, with the earlier models:
+# 0.86 / 0.88 and 0.68 / 0.82.)
 @pytest.mark.slow
 @pytest.mark.parametrize(("dcx_per_mm_sgz", "stage_reached", "group_reached"),
-                         [(SynthParams().dcx_per_mm_sgz, 0.83, 0.85), (150.0, 0.65, 0.79)])
+                         [(SynthParams().dcx_per_mm_sgz, 0.80, 0.86), (150.0, 0.58, 0.70)])
 def test_staging_accuracy_on_detected_cells_of_held_out_sections(dcx_per_mm_sgz, stage_reached, group_reached):
-    # Issue 4's measure: count_section on held-out sections (seeds >= 101, 768^2 px at
-    # 0.65 um), detected somata matched to the true ones within 5 um, untruncated cells.
+    # Issue 4's measure: count_section on the frozen sections (768^2 px at 0.65 um), detected
+    # somata matched to the true ones within 5 um, untruncated cells.
     # benchmarks/staging.py measures more sections (docs/validation.md, DCX staging).
     truths, founds = [], []
-    for seed in (101, 102, 103):
+    for seed in STAGING:
         synth = make_section(SynthParams(shape_px=(768, 768), pixel_size_um=0.65, markers=("dcx", "neun"),
                                          dcx_per_mm_sgz=dcx_per_mm_sgz, seed=seed))
         section = Section(path="synthetic", data=synth.image, channel_names=synth.channel_names,
@@ -672,6 +692,6 @@ def test_staging_accuracy_on_detected_cells_of_held_out_sections(dcx_per_mm_sgz,
     group_accuracy = (group[truth].to_numpy() == group[found].to_numpy()).mean()
     print(f"\n{len(truth)} cells: stage accuracy {stage_accuracy:.3f}, group accuracy {group_accuracy:.3f}")
     print(confusion(pd.Series(truth), pd.Series(found), list("ABCDEF")))
-    assert len(truth) >= 50
+    assert len(truth) >= 150
     assert stage_accuracy >= stage_reached
     assert group_accuracy >= group_reached

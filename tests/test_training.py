@@ -14,10 +14,12 @@ from dcxcount.cli import main
 from dcxcount.segment import bundled_model_path, load_specialist
 from dcxcount.synth import SynthParams, make_section, write_section
 
+from .splits import FINE_TUNE
+
 # The shifted domain: diffuse DCX neuropil in the GCL and ML at 0.8 of a soma's
 # brightness (the generator's default is 0.05 and the bundled model never saw
 # more), as in a thick or strongly stained section. The bundled DCX model takes
-# patches of it for somata: F1 0.69 on the validation sections below.
+# patches of it for somata: F1 0.43 on the validation sections below.
 NEUROPIL_DOMAIN = SynthParams(shape_px=(512, 512), pixel_size_um=0.65, dcx_per_mm_sgz=200.0, dcx_neuropil=0.8)
 
 
@@ -52,7 +54,7 @@ def _labels(shape=(64, 64), dtype=np.int32) -> np.ndarray:
 def test_fine_tuning_on_a_shifted_domain_raises_validation_f1(tmp_path):
     data = tmp_path / "corrected"
     data.mkdir()
-    _write_labelled(data, NEUROPIL_DOMAIN, range(700, 708))
+    _write_labelled(data, NEUROPIL_DOMAIN, FINE_TUNE)
     out = tmp_path / "lab_dcx.safetensors"
     bundled = bundled_model_path("dcx")
     # --kind is left out: it comes from the base model. Few steps of 4 crops keep the test short.
@@ -61,15 +63,20 @@ def test_fine_tuning_on_a_shifted_domain_raises_validation_f1(tmp_path):
     assert code == 0
     card = json.loads(out.with_suffix(".json").read_text())
     before, after = card["validation"]["before"], card["validation"]["after"]
-    assert before["f1"] < 0.8, "the domain is not shifted enough to show anything"
-    assert after["f1"] > before["f1"] + 0.1
-    assert after["ap50"] > before["ap50"]
+    # Measured (`python benchmarks/frozen_figures.py finetune`, the models of issue 10): training
+    # seed 0, as here, F1 0.425 -> 0.903, AP@0.5 0.266 -> 0.778; seeds 1 and 2 (other validation
+    # sections) 0.505 -> 0.937 and 0.480 -> 0.893, AP 0.337 -> 0.862 and 0.316 -> 0.807. Bars: twice
+    # the SD over the three seeds (F1 before 0.04, after 0.023; AP after 0.043) from seed 0's figure.
+    assert before["f1"] < 0.51, "the domain is not shifted enough to show anything"
+    assert after["f1"] >= 0.86
+    assert after["ap50"] >= 0.69
     assert (card["n_train_sections"], card["n_val_sections"]) == (6, 2)
     assert not set(card["train_sections"]) & set(card["val_sections"])
     assert card["base_model"]["sha256"] == hashlib.sha256(bundled.read_bytes()).hexdigest()
     files = {entry["file"]: entry["sha256"] for entry in card["training_data"]["files"]}
     assert set(files) == {path.name for path in data.iterdir()}
-    assert files["s700.ome.tif"] == hashlib.sha256((data / "s700.ome.tif").read_bytes()).hexdigest()
+    first = f"s{FINE_TUNE[0]}.ome.tif"
+    assert files[first] == hashlib.sha256((data / first).read_bytes()).hexdigest()
     assert (card["steps"], card["seed"], card["learning_rate"]) == (80, 0, 5e-4)
     assert "--data" in card["command"] and card["train_seconds"] > 0
     model = load_specialist(out)
