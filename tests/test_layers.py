@@ -205,8 +205,11 @@ def test_gcl_and_sgz_at_20x(seed):
 @pytest.mark.parametrize("case", ROBUSTNESS)
 def test_frame_from_segmented_cells_is_robust_to(case):
     # The pipeline's path: nuclei and somata segmented by the bundled models, on the image
-    # conditions tests/test_accuracy.py varies. Measured IoU 0.923 (clustered) to 0.934, SGZ
-    # length -0.4 % to +2.4 % (before issue 4: IoU 0.835-0.876, SGZ +44 % to +48 %).
+    # conditions tests/test_accuracy.py varies. Measured with the models of issue 10: IoU 0.924
+    # (clustered) to 0.933, SGZ length 0.0 to +1.4 %, area -1.2 to +2.8 %, thickness 5-8 % thin
+    # (earlier models: IoU 0.923-0.934, SGZ -0.4 to +2.4 %, area -0.3 to +3.8 %; before issue 4:
+    # IoU 0.835-0.876, SGZ +44 % to +48 %). Bars: IoU and area as the frozen seeds' spread (SD
+    # 0.007 and 0.9 %) twice over beyond the worst case; SGZ length as from the true labels.
     from dcxcount.segment import load_engine
 
     params = SynthParams(shape_px=(768, 768), pixel_size_um=0.6, markers=("dcx", "neun"), seed=21_000,
@@ -218,7 +221,7 @@ def test_frame_from_segmented_cells_is_robust_to(case):
     frame = find_layer_frame(labels["neun"], pixel_size_um=params.pixel_size_um, somata=labels["dcx"])
     assert _iou(frame.gcl, section.gcl_mask) >= 0.91
     assert abs(frame.sgz_length_mm * 1000 / section.info["sgz_length_um"] - 1) < 0.10
-    assert abs(frame.gcl_area_mm2 / section.info["gcl_area_mm2"] - 1) < 0.08
+    assert abs(frame.gcl_area_mm2 / section.info["gcl_area_mm2"] - 1) < 0.05
 
 
 def test_convex_hull_matches_skimage(synth):
