@@ -59,26 +59,23 @@ def _whole_at_least(lowest: int):
     return parse
 
 
-def _positive_number(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
+def _number_in(low: float, high: float = math.inf):
+    """argparse type: a finite number in (``low``, ``high``]."""
+    wanted = f"a number > {low:g}" if high == math.inf else f"a number in ({low:g}, {high:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and low < value <= high):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        return value
+    return parse
 
 
-def _fraction(text: str) -> float:
-    """argparse type: a number in (0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and 0 < value <= 1):
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return value
+_positive_number = _number_in(0)
+_fraction = _number_in(0, 1)
 
 
 def _progress_bar(description: str):
