@@ -96,18 +96,8 @@ def colabel(scratch: Path) -> None:
     for animal in ("m1", "m2"):
         sections = [s for s in study if s[0] == animal]
         found = pd.concat([r.cells[(r.cells["marker"] == "brdu") & r.cells["counted"]] for _, _, r in sections])
-        real = pd.concat([t.cells[(t.cells["marker"] == "brdu")
-                                  & t.cells["depth"].between(-10 / t.params.gcl_thickness_um, 1)]
-                          for _, t, _ in sections])
-        calls, matched = [], []
-        for _, truth, result in sections:
-            born = truth.cells[(truth.cells["marker"] == "brdu")
-                               & truth.cells["depth"].between(-10 / truth.params.gcl_thickness_um, 1)]
-            cand = result.cells[result.cells["marker"] == "brdu"]
-            _, pairs = match_centroids(cand[["x_um", "y_um"]].to_numpy(), born[["x_um", "y_um"]].to_numpy(),
-                                       max_distance_um=5.0)
-            calls.append(cand.iloc[pairs[:, 0]])
-            matched.append(born.iloc[pairs[:, 1]])
+        real = pd.concat([tc._true_counted_brdu(t) for _, t, _ in sections])
+        calls, matched = zip(*(tc._calls_on_true_counted_brdu(truth, result) for _, truth, result in sections))
         truth_readouts = tc._readouts(real)
         print(f"{animal}: BrdU+ true {len(real)} / counted {len(found)}; true {truth_readouts.round(1).to_dict()}, "
               f"found {tc._readouts(found).round(1).to_dict()}, end to end "

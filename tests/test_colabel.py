@@ -150,6 +150,21 @@ def counted_study():
     return out
 
 
+def _true_counted_brdu(truth) -> pd.DataFrame:
+    """The truth's BrdU+ nuclei in the pipeline's counted region (10 um into the hilus up to the ML)."""
+    cells = truth.cells
+    return cells[(cells["marker"] == "brdu") & cells["depth"].between(-10 / truth.params.gcl_thickness_um, 1)]
+
+
+def _calls_on_true_counted_brdu(truth, result) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The pipeline's BrdU rows matched within 5 um to the truth's counted BrdU+ nuclei, and those nuclei."""
+    born = _true_counted_brdu(truth)
+    found = result.cells[result.cells["marker"] == "brdu"]
+    _, pairs = match_centroids(found[["x_um", "y_um"]].to_numpy(), born[["x_um", "y_um"]].to_numpy(),
+                               max_distance_um=5.0)
+    return found.iloc[pairs[:, 0]], born.iloc[pairs[:, 1]]
+
+
 def _readouts(cells: pd.DataFrame) -> pd.Series:
     """% of BrdU+ cells that are DCX+, and that are NeuN+DCX-."""
     dcx, neun = cells["dcx_positive"].astype(bool), cells["neun_positive"].astype(bool)
@@ -195,16 +210,8 @@ def test_brdu_co_label_calls_give_the_true_read_outs(counted_study):
     """On the truth's counted BrdU+ cells, the pipeline's calls give each animal's read-outs within 2 pp."""
     errors = []
     for animal in ("m1", "m2"):
-        calls, real = [], []
-        for _, truth, result in (s for s in counted_study if s[0] == animal):
-            born = truth.cells[(truth.cells["marker"] == "brdu")
-                               & truth.cells["depth"].between(-10 / truth.params.gcl_thickness_um, 1)]
-            found = result.cells[result.cells["marker"] == "brdu"]
-            _, pairs = match_centroids(found[["x_um", "y_um"]].to_numpy(), born[["x_um", "y_um"]].to_numpy(),
-                                       max_distance_um=5.0)
-            calls.append(found.iloc[pairs[:, 0]])
-            real.append(born.iloc[pairs[:, 1]])
-        calls, real = pd.concat(calls), pd.concat(real)
+        calls, real = (pd.concat(part) for part in zip(*(
+            _calls_on_true_counted_brdu(truth, result) for name, truth, result in counted_study if name == animal)))
         assert len(real) >= 35  # the frozen study: 38 (m1) and 71 (m2) matched
         errors.append(_readouts(calls) - _readouts(real))
     assert (pd.concat(errors).abs() <= 2.0).all(), pd.concat(errors)
@@ -217,9 +224,7 @@ def test_brdu_read_outs_per_animal_end_to_end(counted_study):
     for animal in ("m1", "m2"):
         sections = [s for s in counted_study if s[0] == animal]
         found = pd.concat([r.cells[(r.cells["marker"] == "brdu") & r.cells["counted"]] for _, _, r in sections])
-        real = pd.concat([t.cells[(t.cells["marker"] == "brdu")
-                                  & t.cells["depth"].between(-10 / t.params.gcl_thickness_um, 1)]
-                          for _, t, _ in sections])
+        real = pd.concat([_true_counted_brdu(t) for _, t, _ in sections])
         summed = pd.DataFrame([r.summary for _, _, r in sections]).sum(numeric_only=True)
         assert summed["brdu_dcx_count"] == found["dcx_positive"].astype(bool).sum()
         errors.append(_readouts(found) - _readouts(real))
