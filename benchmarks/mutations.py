@@ -8,7 +8,7 @@ Each mutation is a small edit to a copy of the code (the repository is never tou
   before its frame is computed;
 - ``stages_shifted``: every stage call moves one stage on (A->B, ..., E->F; F stays F);
 - ``colabel_overlap_of_larger``: co-label overlap measured as a fraction of the larger
-  object instead of the smaller (BIOLOGY.md's rule broken);
+  object instead of the smaller (docs/biology.md's rule broken);
 - ``depth_shifted``: every cell's layer depth read 0.1 GCL thickness deeper.
 
 For each, the tests named beside it (those expected to catch it) are run on the mutated

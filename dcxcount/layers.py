@@ -7,7 +7,7 @@ subgranular zone where NeuN+ nuclei are sparse) cover most of the tissue
 the frame (:func:`frame_from_gcl`): the C of the GCL encloses the hilus, the
 part of the GCL's convex hull that is not GCL. GCL border pixels facing the
 hilus form the subgranular (SGZ) line; the others face the molecular layer
-(ML). Layer depth is 0 on the SGZ line and 1 on the ML border (BIOLOGY.md),
+(ML). Layer depth is 0 on the SGZ line and 1 on the ML border (docs/biology.md),
 from the two borders' distance transforms.
 """
 

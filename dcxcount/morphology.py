@@ -45,7 +45,7 @@ Ownership
     at its midpoint. Stretches reached from no soma are not counted.
 Stages
     :func:`stage_cells` applies :class:`StagingRules` (Pluempe et al. 2006,
-    BIOLOGY.md) and reports how close each call came to a threshold.
+    docs/biology.md) and reports how close each call came to a threshold.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ FEATURE_COLUMNS = ("process_length_um", "longest_path_um", "n_primary", "n_branc
 
 @dataclass(frozen=True)
 class StagingRules:
-    """Thresholds of the stage rules; the defaults are BIOLOGY.md's typical cut-offs.
+    """Thresholds of the stage rules; the defaults are docs/biology.md's typical cut-offs.
 
     The rules are tried in order; the first that holds gives the stage:
 
@@ -90,7 +90,7 @@ class StagingRules:
        in the inner GCL (``max_depth < inner_gcl_depth``);
     6. C: otherwise (a radial process that runs into the GCL but not into the ML).
 
-    Why B needs short *and* shallow: BIOLOGY.md defines C by where its process
+    Why B needs short *and* shallow: docs/biology.md defines C by where its process
     goes (radially into the GCL) and B by its process being short or tangential.
     Path length alone misjudges a radial process from a soma that already sits
     some way into the GCL: 20 um of radial process from a soma at depth 0.3 end

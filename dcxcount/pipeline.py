@@ -80,7 +80,7 @@ class CountSettings:
         section and animal tables (by default the thymidine analogues).
     sgz_hilus_um : float
         Cells up to this far into the hilus from the GCL border are SGZ cells
-        and counted with the GCL (BIOLOGY.md: the SGZ is a band ~3 nuclei wide
+        and counted with the GCL (docs/biology.md: the SGZ is a band ~3 nuclei wide
         straddling that border).
     staging : StagingRules
         Thresholds of the stage rules.
@@ -275,7 +275,7 @@ def _cells_table(labels: dict[str, np.ndarray], images: dict[str, np.ndarray], f
                 continue
             overlap = overlaps[marker, other][table["cell_id"].to_numpy()]
             table[f"{other}_overlap"] = overlap
-            # Either criterion suffices (BIOLOGY.md): overlap finds dim co-labels the other
+            # Either criterion suffices (docs/biology.md): overlap finds dim co-labels the other
             # marker's segmentation outlined, the signal those it missed.
             table[f"{other}_positive"] = ((overlap >= settings.min_overlap_fraction)
                                           | (table[f"{other}_mean"] >= thresholds[other]))

@@ -27,7 +27,7 @@ from .rescale import nearest_resize, normalize_image, resize_image
 __all__ = ["SpecialistModel", "load_specialist", "save_specialist", "bundled_model_path", "masks_from_flows",
            "OBJECT_DIAMETER_UM"]
 
-# Typical object diameters (BIOLOGY.md): DCX somata 8-12 um, nuclei 7-10 um.
+# Typical object diameters (docs/biology.md): DCX somata 8-12 um, nuclei 7-10 um.
 # They set cellpose's object size in pixels and its flow-following steps.
 OBJECT_DIAMETER_UM = {"dcx": 10.0, "nuclear": 9.0}
 
