@@ -79,9 +79,9 @@ def time_count(section: Section) -> dict:
     """Wall seconds of each step and of the whole call, and the process CPU seconds."""
     marks = []
     cpu, started = cpu_seconds(), time.perf_counter()
-    count_section(section, on_step=lambda name: marks.append((name, time.perf_counter())))
+    count_section(section, progress=lambda fraction, name: marks.append((name, time.perf_counter())))
     ended = time.perf_counter()
-    steps = {name: (marks[i + 1][1] if i + 1 < len(marks) else ended) - at for i, (name, at) in enumerate(marks)}
+    steps = {name: marks[i + 1][1] - at for i, (name, at) in enumerate(marks[:-1])}
     return {"total_s": ended - started, "cpu_s": cpu_seconds() - cpu, "steps_s": steps}
 
 

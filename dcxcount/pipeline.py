@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ from .io import Section, match_channels
 from .layers import LayerFrame, find_layer_frame
 from .morphology import StagingRules, process_features, stage_cells
 from .outlines import outline_frame
+from .progress import CancelToken, ProgressCallback, report
 from .segment import kind_of_marker, load_engine
 from .study import STAGES, phenotype_percentages
 
@@ -30,8 +30,6 @@ __all__ = ["CountSettings", "SectionResult", "UnusableImageError", "check_image"
 # marker for the GCL are required.
 OPTIONAL_MARKERS = ("neun", "dapi", "brdu", "edu")
 ANALOGUES = ("brdu", "edu")  # thymidine analogues: birth-dating markers
-
-StepCallback = Callable[[str], None]
 
 MIN_SECTION_UM = 100.0
 """Shortest side an image must span: a GCL is 50-80 um thick and must enclose a hilus."""
@@ -111,12 +109,15 @@ class SectionResult:
     labels : dict
         Marker -> label image.
     frame : LayerFrame
+    processes : (Y, X) int32 array
+        The traced processes: each pixel holds the ``cell_id`` of the DCX cell whose trace it is.
     """
 
     cells: pd.DataFrame
     summary: dict
     labels: dict[str, np.ndarray]
     frame: LayerFrame
+    processes: np.ndarray
 
 
 def _markers_to_count(section: Section, settings: CountSettings) -> dict[str, int]:
@@ -288,7 +289,7 @@ def _cells_table(labels: dict[str, np.ndarray], images: dict[str, np.ndarray], f
 
 def count_section(section: Section, *, settings: CountSettings = CountSettings(),
                   gcl_outline: str | os.PathLike | None = None,
-                  on_step: StepCallback | None = None) -> SectionResult:
+                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> SectionResult:
     """Segment, place, stage and co-label every object in one section.
 
     Parameters
@@ -300,8 +301,10 @@ def count_section(section: Section, *, settings: CountSettings = CountSettings()
         A person's outline of the GCL (ImageJ ROI or ROI set, GeoJSON or mask
         TIFF; see :mod:`dcxcount.outlines`), used instead of the GCL detected
         from the nuclei.
-    on_step : callable, optional
-        Called with the name of each step as it starts (for progress displays).
+    progress : callable, optional
+        ``progress(fraction, message)`` as each step starts (:mod:`dcxcount.progress`).
+    cancel : CancelToken, optional
+        Checked between steps; when cancelled, :class:`~dcxcount.progress.Cancelled` is raised.
 
     Raises
     ------
@@ -315,7 +318,13 @@ def count_section(section: Section, *, settings: CountSettings = CountSettings()
     dcxcount.outlines.OutlineError
         ``gcl_outline`` cannot be read or encloses no hilus.
     """
-    step = on_step or (lambda name: None)
+    n_steps = 0
+
+    def step(name: str) -> None:
+        nonlocal n_steps
+        report(progress, cancel, n_steps / (len(images) + 3), name)
+        n_steps += 1
+
     px = section.pixel_size_um
     channel_index = _markers_to_count(section, settings)
     check_image(section, channel_index)
@@ -336,7 +345,8 @@ def count_section(section: Section, *, settings: CountSettings = CountSettings()
                                  somata=labels["dcx"])
 
     step("morphology")
-    features = process_features(images["dcx"], labels["dcx"], frame, ml_depth=settings.staging.ml_depth)
+    features, processes = process_features(images["dcx"], labels["dcx"], frame, ml_depth=settings.staging.ml_depth,
+                                           return_skeleton=True)
     stages = stage_cells(features, gcl_thickness_um=frame.thickness_um, rules=settings.staging)
 
     step("tables")
@@ -368,7 +378,8 @@ def count_section(section: Section, *, settings: CountSettings = CountSettings()
     summary.update(_phenotype_counts(counted, markers=[m for m in settings.phenotype_markers if m in labels],
                                      panel=_panel(labels)))
     summary.update(phenotype_percentages(pd.DataFrame([summary])).iloc[0].to_dict())
-    return SectionResult(cells=cells, summary=summary, labels=labels, frame=frame)
+    report(progress, cancel, 1.0, "done")
+    return SectionResult(cells=cells, summary=summary, labels=labels, frame=frame, processes=processes)
 
 
 def _analogue_phenotype_counts(counted: pd.DataFrame) -> dict[str, int]:
