@@ -1,0 +1,174 @@
+"""Open a section (TIFF, OME-TIFF, ImageJ hyperstack) as one image layer per channel.
+
+The file is read by the core (:func:`dcxcount.io.read_section`), so napari
+shows exactly what ``dcxcount count`` counts: the same axes, the same z
+maximum projection, the same channel names and pixel size.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._model import MARKER_COLORMAPS, MARKER_NAMES, MARKERS, LayerData
+
+__all__ = ["SUFFIXES", "napari_get_reader", "read_section_layers", "contrast_limits"]
+
+SUFFIXES = (".tif", ".tiff")
+"""File endings the reader takes (``.ome.tif`` and ``.ome.tiff`` end so too)."""
+
+# Percentiles for the display range: the dim end just above the background, the bright end
+# below the few saturated or hot pixels that would otherwise flatten every cell to black.
+_LOW_PERCENTILE, _HIGH_PERCENTILE = 0.5, 99.8
+
+
+def napari_get_reader(path: str | Sequence[str]) -> Callable[[str | Sequence[str]], list[LayerData]] | None:
+    """npe2 reader contribution: the reader function if `path` is a TIFF file.
+
+    Parameters
+    ----------
+    path : str or list of str
+        What napari was asked to open. A list is taken when every entry is
+        a TIFF file (each becomes its own set of layers).
+
+    Returns
+    -------
+    callable or None
+        :func:`read_paths`, or None so that napari tries another reader.
+    """
+    paths = [path] if isinstance(path, (str, PathLike)) else list(path)
+    if not paths or not all(str(p).lower().endswith(SUFFIXES) and not Path(p).is_dir() for p in paths):
+        return None
+    return read_paths
+
+
+def read_paths(path: str | Sequence[str]) -> list[LayerData]:
+    """Layers of one or several section files (see :func:`read_section_layers`)."""
+    paths = [path] if isinstance(path, (str, PathLike)) else list(path)
+    return [layer for p in paths for layer in read_section_layers(path=p)]
+
+
+def contrast_limits(image: np.ndarray) -> tuple[float, float]:
+    """Display range of one channel from its 0.5th and 99.8th percentiles.
+
+    Parameters
+    ----------
+    image : array
+        One channel.
+
+    Returns
+    -------
+    (low, high) : tuple of float
+        ``high > low`` even for a flat channel, as napari requires.
+    """
+    finite = np.asarray(image)
+    # A sample of the pixels is enough for two percentiles and keeps a large tile fast.
+    step = max(1, finite.size // 2_000_000)
+    values = finite.ravel()[::step]
+    values = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = (float(v) for v in np.percentile(values, [_LOW_PERCENTILE, _HIGH_PERCENTILE]))
+    if high <= low:
+        high = low + 1.0
+    return low, high
+
+
+def _channel_markers(section: Any) -> dict[int, str]:
+    """Channel index -> marker, for the channels whose name the core matches to a known marker."""
+    from dcxcount.io import SectionReadError, match_channels
+
+    found: dict[int, str] = {}
+    for marker in MARKERS:
+        try:
+            # The core's own name rule (case, spaces and punctuation ignored), one marker at a
+            # time so that a missing marker only means "not this one".
+            index = match_channels(section, markers=[marker])[marker]
+        except SectionReadError:
+            continue
+        found.setdefault(index, marker)
+    return found
+
+
+def _units_kwargs() -> dict[str, Any]:
+    """``units`` for layers where napari has them (layer units came after napari 0.5.0)."""
+    import inspect
+
+    from napari.layers import Image
+
+    return {"units": ("um", "um")} if "units" in inspect.signature(Image.__init__).parameters else {}
+
+
+def read_section_layers(*, path: str | PathLike[str], pixel_size_um: float | None = None) -> list[LayerData]:
+    """Read a section file into one napari image layer per channel.
+
+    Parameters
+    ----------
+    path : str or path-like
+        TIFF, OME-TIFF or ImageJ hyperstack (YX, CYX, RGB, ZYX or ZCYX; a
+        z-stack is maximum-projected, as the core counts it).
+    pixel_size_um : float, optional
+        Pixel size that replaces the file's.
+
+    Returns
+    -------
+    list of (data, kwargs, "image")
+        One layer per channel, named after its marker when the channel's name
+        is a known one (``DCX``, ``NeuN``, ``DAPI``, ``BrdU``, ``EdU``), else
+        after the channel; scaled in micrometres; contrast limits from the
+        channel's percentiles; coloured per marker and blended additively.
+        Each layer's metadata holds ``marker``, ``pixel_size_um``, ``path``
+        and ``channel`` for the Count widget.
+
+    Raises
+    ------
+    dcxcount.io.SectionReadError
+        The file cannot be read as a section (the message names the file and the fix).
+
+    Warns
+    -----
+    UserWarning
+        The file has no usable pixel size: the layers are shown in pixels and
+        the Count widget asks for the pixel size.
+    """
+    from dcxcount.io import SectionReadError, read_section
+
+    pixel_size_known = True
+    try:
+        section = read_section(path, pixel_size_um=pixel_size_um)
+    except SectionReadError as error:
+        # The core refuses to guess a pixel size; a viewer can still show the image. Read it
+        # again with a stand-in size: if that works the pixel size was the only problem, and
+        # the layers stay in pixels with the size left for the user to give.
+        try:
+            section = read_section(path, pixel_size_um=1.0)
+        except SectionReadError:
+            raise error from None
+        pixel_size_known = False
+        warnings.warn(f"{error} The image is shown in pixels; give the pixel size in the Count widget.",
+                      stacklevel=2)
+
+    markers = _channel_markers(section)
+    scale = (section.pixel_size_um,) * 2 if pixel_size_known else (1.0, 1.0)
+    units = _units_kwargs() if pixel_size_known else {}
+    layers: list[LayerData] = []
+    for index, channel in enumerate(section.channel_names):
+        marker = markers.get(index)
+        image = section.data[index]
+        layers.append((image, {
+            "name": MARKER_NAMES[marker] if marker else str(channel),
+            "scale": scale,
+            **units,
+            "contrast_limits": contrast_limits(image),
+            "colormap": MARKER_COLORMAPS.get(marker, "gray"),
+            "blending": "additive",
+            "metadata": {"marker": marker, "channel": str(channel), "path": str(path),
+                         "pixel_size_um": section.pixel_size_um if pixel_size_known else None,
+                         "projection": section.projection},
+        }, "image"))
+    return layers

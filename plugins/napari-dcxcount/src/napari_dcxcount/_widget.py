@@ -1,0 +1,378 @@
+"""The Count widget: choose the channels and the model, count in a thread, show the result.
+
+Everything but the Qt is in :mod:`._model`; this module wires it to the
+viewer. The count runs in a thread worker so that the viewer stays usable;
+the core reports progress through a callback and stops at its next step when
+the Cancel button sets its :class:`dcxcount.progress.CancelToken`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._model import MARKER_NAMES, MARKERS, MODELS, CountRequest, guess_markers, result_layer_data, summary_rows
+
+if TYPE_CHECKING:
+    import napari
+    from dcxcount.pipeline import SectionResult
+    from superqt.utils import FunctionWorker
+
+__all__ = ["CountWidget", "NO_LAYER"]
+
+NO_LAYER = "—"
+"""The channel box entry meaning "this marker is not in the section"."""
+
+# Progress bar steps: fine enough for a smooth bar, integers as QProgressBar wants.
+_BAR_STEPS = 1000
+
+
+class _ProgressRelay(QObject):
+    """Carries the core's progress calls from the worker thread to the widget.
+
+    The relay lives in the GUI thread; a signal emitted from another thread is
+    queued, so the widget is only ever touched from the GUI thread.
+    """
+
+    progressed = Signal(float, str)
+
+
+class CountWidget(QWidget):
+    """Count DCX+ cells and nuclei in the viewer's image layers.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose image layers are counted and to which the results
+        are added (napari passes it).
+
+    Attributes
+    ----------
+    result : dcxcount.pipeline.SectionResult or None
+        The last finished count.
+    error : BaseException or None
+        Why the last run ended without a result (a
+        :class:`dcxcount.progress.Cancelled` when it was cancelled).
+    worker : superqt.utils.FunctionWorker or None
+        The running (or last) count.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.result: SectionResult | None = None
+        self.error: BaseException | None = None
+        self.worker: FunctionWorker | None = None
+        self._cancel_token: Any = None
+        self._chosen: dict[str, Any] = {}
+        self._relay = _ProgressRelay(self)
+        self._relay.progressed.connect(self._on_progress)
+
+        channels = QGroupBox("Channels")
+        form = QFormLayout(channels)
+        self.channel_boxes: dict[str, QComboBox] = {}
+        for marker in MARKERS:
+            box = QComboBox()
+            box.setToolTip(f"The image layer that shows {MARKER_NAMES[marker]} ({NO_LAYER}: not stained)")
+            box.currentTextChanged.connect(self._on_channel_changed)
+            self.channel_boxes[marker] = box
+            form.addRow(MARKER_NAMES[marker], box)
+
+        settings = QGroupBox("Settings")
+        settings_form = QFormLayout(settings)
+        self.model_box = QComboBox()
+        self.model_box.setEditable(True)  # a model file path may be typed or browsed
+        self.model_box.addItems(MODELS)
+        self.model_box.setToolTip("specialist: the bundled CPU models; cpsam: Cellpose-SAM (weights on disk, "
+                                  "GPU advised); or a model file")
+        browse = QPushButton("…")
+        browse.setToolTip("Choose a model file (cellpose 4 or dcxcount specialist)")
+        browse.clicked.connect(self._browse_model)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_box, 1)
+        model_row.addWidget(browse)
+        settings_form.addRow("Model", model_row)
+        self.pixel_size = QDoubleSpinBox()
+        self.pixel_size.setDecimals(4)
+        self.pixel_size.setRange(0.0, 100.0)
+        self.pixel_size.setSingleStep(0.05)
+        self.pixel_size.setSuffix(" µm")
+        self.pixel_size.setSpecialValueText("unknown")  # 0 shows as "unknown": the core never guesses it
+        self.pixel_size.setToolTip("Pixel size, from the DCX layer's scale; give it when the file had none")
+        settings_form.addRow("Pixel size", self.pixel_size)
+
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, _BAR_STEPS)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["Section", "Value", "Share"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(channels)
+        layout.addWidget(settings)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status)
+        layout.addWidget(self.table, 1)
+
+        events = self.viewer.layers.events
+        for event in (events.inserted, events.removed, events.reordered):
+            event.connect(self._refresh_channels)
+        self._refresh_channels()
+
+    # ------------------------------------------------------------------ channels
+
+    def _image_layers(self) -> list[Any]:
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image) and not layer.rgb]
+
+    def _refresh_channels(self, event: Any = None) -> None:
+        """Refill the channel boxes from the image layers, keeping what the user chose."""
+        layers = self._image_layers()
+        names = [layer.name for layer in layers]
+        for layer in layers:  # a renamed layer renames its entry (connecting twice is a no-op)
+            layer.events.name.connect(self._refresh_channels)
+        guesses = guess_markers(names, layer_markers={layer.name: layer.metadata.get("marker")
+                                                      for layer in layers if layer.metadata.get("marker")})
+        for marker, box in self.channel_boxes.items():
+            # Follow the chosen layer itself, so a renamed layer stays chosen.
+            chosen = self._chosen.get(marker)
+            keep = chosen.name if chosen is not None and chosen in layers else guesses.get(marker, NO_LAYER)
+            box.blockSignals(True)
+            box.clear()
+            box.addItems([NO_LAYER, *names])
+            box.setCurrentText(keep)
+            box.blockSignals(False)
+        self._on_channel_changed()
+
+    def _on_channel_changed(self, text: str = "") -> None:
+        """Remember the chosen layers; take the pixel size from the DCX layer's scale."""
+        self._chosen = {marker: self._layer(box.currentText()) for marker, box in self.channel_boxes.items()}
+        layer = self._chosen["dcx"]
+        if layer is None:
+            return
+        if "pixel_size_um" in layer.metadata and layer.metadata["pixel_size_um"] is None:  # the reader found no pixel size in the file: leave it to the user
+            self.pixel_size.setValue(0.0)
+        else:
+            self.pixel_size.setValue(float(layer.scale[-1]))
+
+    def _layer(self, name: str) -> Any:
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def chosen_layers(self) -> dict[str, Any]:
+        """Marker -> the image layer chosen for it."""
+        chosen = {}
+        for marker, box in self.channel_boxes.items():
+            layer = self._layer(box.currentText())
+            if layer is not None:
+                chosen[marker] = layer
+        return chosen
+
+    def set_channel(self, marker: str, layer_name: str) -> None:
+        """Choose the image layer of a marker (``NO_LAYER`` for none)."""
+        self.channel_boxes[marker].setCurrentText(layer_name)
+
+    def _browse_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Model file", "", "Models (*.safetensors *.pth *.pt);;All (*)")
+        if path:
+            self.model_box.setCurrentText(path)
+
+    # ------------------------------------------------------------------ running
+
+    def request(self) -> CountRequest:
+        """What Run would count, from the current choices.
+
+        Raises
+        ------
+        ValueError
+            A required marker has no layer, the layers differ in size, the
+            pixel size is unknown, or two markers share a layer.
+        """
+        chosen = self.chosen_layers()
+        names = [layer.name for layer in chosen.values()]
+        if len(set(names)) < len(names):
+            raise ValueError("two markers are set to the same layer")
+        if self.pixel_size.value() <= 0:
+            raise ValueError("the pixel size is unknown: give it in µm")
+        dcx = chosen.get("dcx")
+        source = (dcx.metadata.get("path") or dcx.name) if dcx is not None else "napari"
+        return CountRequest(images={m: layer.data for m, layer in chosen.items()},
+                            pixel_size_um=self.pixel_size.value(), model=self.model_box.currentText().strip(),
+                            source=str(source))
+
+    @property
+    def running(self) -> bool:
+        """Whether a count is under way."""
+        return self.worker is not None and self._cancel_token is not None
+
+    def run(self) -> FunctionWorker | None:
+        """Start counting the chosen layers in a thread worker.
+
+        Returns
+        -------
+        superqt.utils.FunctionWorker or None
+            The started worker, or None when the choices are incomplete (the
+            status line says why) or a count is already running.
+        """
+        if self.running:
+            return None
+        try:
+            request = self.request()
+        except ValueError as error:
+            self._set_status(f"Cannot count: {error}.")
+            return None
+        from dcxcount.progress import CancelToken
+        from superqt.utils import create_worker
+
+        token = CancelToken()
+        relay = self._relay.progressed
+
+        def count() -> SectionResult:
+            return request.run(progress=lambda fraction, message: relay.emit(fraction, message), cancel=token)
+
+        self.result, self.error = None, None
+        self._cancel_token = token
+        dcx = self.chosen_layers()["dcx"]
+        self._place = {"scale": tuple(dcx.scale[-2:]), "translate": tuple(dcx.translate[-2:]),
+                       "units": tuple(str(u) for u in dcx.units[-2:]) if hasattr(dcx, "units") else None}
+        # superqt's worker rather than napari's thread_worker: napari's reports every exception
+        # as a failed task, and a cancel is not a failure. Connecting `errored` keeps superqt
+        # from re-raising it.
+        self.worker = create_worker(count, _start_thread=False,
+                                    _connect={"returned": self._on_returned, "errored": self._on_errored,
+                                              "finished": self._on_finished})
+        self._set_running(True)
+        self.progress_bar.setValue(0)
+        self._set_status("Starting…")
+        self.worker.start()
+        return self.worker
+
+    def cancel(self) -> None:
+        """Ask the running count to stop at its next step; no result layer is then added."""
+        if self._cancel_token is not None:
+            self._cancel_token.cancel()
+            self._set_status("Cancelling…")
+
+    def _on_progress(self, fraction: float, message: str) -> None:
+        if self._cancel_token is None or self._cancel_token.cancelled:
+            return  # a late report from a run being cancelled
+        self.progress_bar.setValue(round(fraction * _BAR_STEPS))
+        self._set_status(message)
+
+    def _on_returned(self, result: SectionResult) -> None:
+        self.result = result
+        self.show_result(result, **self._place)
+        counts = ", ".join(f"{MARKER_NAMES.get(m, m)} {result.summary.get(f'{m}_count', 0)}" for m in result.labels)
+        self._set_status(f"Counted: {counts}.")
+
+    def _on_errored(self, error: BaseException) -> None:
+        from dcxcount.progress import Cancelled
+
+        self.error = error
+        if isinstance(error, Cancelled):
+            self._set_status("Cancelled; nothing was added.")
+            return
+        self._set_status(f"Failed: {error}")
+        from napari.utils.notifications import show_error
+
+        show_error(f"dcxcount: {error}")
+
+    def _on_finished(self) -> None:
+        self._cancel_token = None
+        self._set_running(False)
+        if self.result is not None:
+            self.progress_bar.setValue(_BAR_STEPS)
+        else:
+            self.progress_bar.setValue(0)
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        for box in (*self.channel_boxes.values(), self.model_box, self.pixel_size):
+            box.setEnabled(not running)
+
+    def _set_status(self, text: str) -> None:
+        self.status.setText(text)
+
+    # ------------------------------------------------------------------ results
+
+    def show_result(self, result: SectionResult, *, scale: tuple[float, float],
+                    translate: tuple[float, float] = (0.0, 0.0), units: tuple[str, str] | None = None) -> list[Any]:
+        """Add a counted section's layers to the viewer and its summary to the table.
+
+        Layers of an earlier count with the same names are replaced, so
+        counting again does not pile up copies.
+
+        Parameters
+        ----------
+        result : dcxcount.pipeline.SectionResult
+        scale, translate : tuple of float
+            Of the image layers the section was counted from.
+        units : tuple of str, optional
+            Their units, where napari has layer units.
+
+        Returns
+        -------
+        list of napari layers
+            The layers added.
+        """
+        added = []
+        for data, kwargs, layer_type in result_layer_data(result, scale=scale, translate=translate, units=units):
+            old = self._layer(kwargs["name"])
+            if old is not None:
+                self.viewer.layers.remove(old)
+            added.append(getattr(self.viewer, f"add_{layer_type}")(data, **kwargs))
+        self.show_summary(result.summary)
+        return added
+
+    def show_summary(self, summary: dict) -> None:
+        """Fill the table with the core's per-section counts and shares."""
+        rows = summary_rows(summary)
+        self.table.setRowCount(len(rows))
+        for row, cells in enumerate(rows):
+            for column, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if column:
+                    item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
+                self.table.setItem(row, column, item)
+
+    def table_values(self) -> dict[str, tuple[str, str]]:
+        """The table as shown: quantity -> (value, share)."""
+        return {self.table.item(r, 0).text(): (self.table.item(r, 1).text(), self.table.item(r, 2).text())
+                for r in range(self.table.rowCount())}
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        """Stop a running count when the widget closes."""
+        self.cancel()
+        super().closeEvent(event)

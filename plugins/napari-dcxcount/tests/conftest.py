@@ -1,0 +1,39 @@
+"""Shared fixtures: the sample section, its ground truth and one count of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+REPO_SAMPLE = REPO / "sample_images" / "saline-1_s01.ome.tif"
+
+
+@pytest.fixture(scope="session")
+def sample_path() -> Path:
+    from napari_dcxcount._sample_data import SAMPLE_PATH
+
+    return SAMPLE_PATH
+
+
+@pytest.fixture(scope="session")
+def truth():
+    """The sample's ground truth, from the truth folder beside sample_images/ in the repository."""
+    from dcxcount.synth import read_truth
+
+    if not REPO_SAMPLE.exists():
+        pytest.skip("the repository's sample_images/ is not here (installed plugin only)")
+    return read_truth(REPO_SAMPLE)
+
+
+@pytest.fixture(scope="session")
+def counted(sample_path):
+    """The sample section counted headless through the widget's model: (request, result)."""
+    from napari_dcxcount._model import CountRequest
+    from napari_dcxcount._reader import read_section_layers
+
+    layers = read_section_layers(path=sample_path)
+    request = CountRequest(images={kw["metadata"]["marker"]: data for data, kw, _ in layers},
+                           pixel_size_um=layers[0][1]["scale"][-1], source=str(sample_path))
+    return request, request.run()
