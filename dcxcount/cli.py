@@ -492,7 +492,62 @@ examples:
     train.add_argument("--seed", type=int, default=0, help="seeds the training and the validation split")
     train.add_argument("--threads", type=int, default=2)
     train.set_defaults(run=_train)
+
+    agree = commands.add_parser(
+        "agree", help="agreement between two raters' reviewed copies of one counted study",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Writes agreement_sections.csv, agreement_animals.csv and agreement.json (docs/output.md).\n\n"
+               "exit status:\n  0  the agreement was written\n  2  the folders are not two copies of one "
+               "counted study, or an option is wrong: nothing was written\n  3  internal error\n")
+    agree.add_argument("out_a", type=Path, metavar="OUT_A", help="rater A's results folder (dcxcount count --out)")
+    agree.add_argument("out_b", type=Path, metavar="OUT_B", help="rater B's copy of the same study; B - A is reported")
+    agree.add_argument("--out", type=Path, help="folder for the agreement tables (default: OUT_B)")
+    agree.add_argument("--marker", default="dcx", help="marker whose counted objects are compared (default dcx)")
+    agree.add_argument("--min-iou", type=_fraction, default=0.5,
+                       help="objects of A and B match when their masks' intersection over union reaches this "
+                            "(default 0.5)")
+    agree.set_defaults(run=_agree)
     return parser
+
+
+def _agree(args: argparse.Namespace) -> int:
+    """``dcxcount agree``: detection F1, Cohen's kappa on stages and per-animal count differences."""
+    from .agreement import StudyMismatchError, compare_studies
+
+    try:
+        found = compare_studies(args.out_a, args.out_b, marker=args.marker.strip().lower(), min_iou=args.min_iou)
+    except StudyMismatchError as error:
+        _say(error)
+        return EXIT_BAD_INPUT
+    out = args.out or args.out_b
+    out.mkdir(parents=True, exist_ok=True)
+    found.sections.to_csv(out / "agreement_sections.csv", index=False)
+    found.animals.to_csv(out / "agreement_animals.csv", index=False)
+    summary = found.summary()
+    (out / "agreement.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+
+    def kappa_line(name: str, kappa) -> str:
+        if kappa.reason:
+            return f"{name}: kappa undefined ({kappa.reason})"
+        return (f"{name}: Cohen's kappa {kappa.value:.3f} (unweighted), same call for "
+                f"{100 * kappa.observed_agreement:.1f} % of {kappa.n} matched cells")
+
+    d = found.detection
+    print(f"rater A: {found.folder_a}\nrater B: {found.folder_b}\n{found.marker}, {summary['n_sections']} sections, "
+          f"objects matched at IoU >= {found.min_iou:g}")
+    print(f"detection F1 {d.f1:.3f}: {d.true_positives} matched, {d.false_negatives} only in A, "
+          f"{d.false_positives} only in B")
+    if found.marker == "dcx":
+        print(kappa_line("stages A-F", found.stages))
+        print(kappa_line("stage groups", found.groups))
+    print(f"{found.marker} count per animal, B - A:")
+    for row in found.animals.itertuples():
+        pct = "" if math.isnan(row.pct_difference) else f" ({row.pct_difference:+.1f} %)"
+        print(f"  {row.animal} ({row.group}): {row.count_a} -> {row.count_b}, {row.difference:+d}{pct}")
+    for note in found.notes:
+        _say(f"note: {note}")
+    print(f"wrote agreement_sections.csv, agreement_animals.csv and agreement.json in {out.resolve()}")
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
