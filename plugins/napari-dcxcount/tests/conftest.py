@@ -18,13 +18,19 @@ def sample_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def truth():
-    """The sample's ground truth, from the truth folder beside sample_images/ in the repository."""
-    from dcxcount.synth import read_truth
-
+def repo_sample() -> Path:
+    """sample_images/saline-1_s01.ome.tif of the repository (skips where only the plugin is here)."""
     if not REPO_SAMPLE.exists():
         pytest.skip("the repository's sample_images/ is not here (installed plugin only)")
-    return read_truth(REPO_SAMPLE)
+    return REPO_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def truth(repo_sample):
+    """The sample's ground truth, from the truth folder beside it in sample_images/."""
+    from dcxcount.synth import read_truth
+
+    return read_truth(repo_sample)
 
 
 @pytest.fixture(scope="session")

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
-from conftest import REPO_SAMPLE
-
-
-def test_shipped_sample_is_the_repositorys(sample_path):
-    if not REPO_SAMPLE.exists():
-        pytest.skip("the repository's sample_images/ is not here")
-    assert sample_path.read_bytes() == REPO_SAMPLE.read_bytes()
+def test_shipped_sample_is_the_repositorys(sample_path, repo_sample):
+    assert sample_path.read_bytes() == repo_sample.read_bytes()
 
 
 def test_open_sample(make_napari_viewer):
