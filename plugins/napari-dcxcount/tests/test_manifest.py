@@ -32,6 +32,7 @@ def test_manifest_contributions():
     assert {r.command for r in contributions.readers} == {"napari-dcxcount.get_reader"}
     assert [s.key for s in contributions.sample_data] == ["sample_section"]
     assert [w.display_name for w in contributions.widgets] == ["Count"]
+    assert [m.command for m in contributions.menus["napari/layers/measure"]] == ["napari-dcxcount.count_widget"]
     writers = {w.command: (w.layer_types, w.filename_extensions) for w in contributions.writers}
     assert writers["napari-dcxcount.write_labels_tiff"] == (["labels"], [".tif", ".tiff"])
     assert writers["napari-dcxcount.write_points_csv"] == (["points"], [".csv"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from qtpy.QtCore import QTimer
 
 from napari_dcxcount._widget import NO_LAYER, CountWidget
 
@@ -50,13 +51,21 @@ def test_count_the_sample_section(viewer_with_sample, qtbot, truth):
     viewer.window.add_dock_widget(widget)
     messages = []
     widget._relay.progressed.connect(lambda fraction, message: messages.append((fraction, message)))
+    # The viewer stays responsive: the GUI thread's event loop runs while the core counts.
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(widget.running))
+    timer.start(20)
     worker = widget.run()
     assert worker is not None and widget.running and not widget.run_button.isEnabled()
     _wait(qtbot, widget)
+    timer.stop()
+    assert sum(ticks) >= 5, f"the event loop ran {sum(ticks)} times during the count"
     assert widget.error is None, widget.error
     result = widget.result
     assert result is not None and widget.progress_bar.value() == widget.progress_bar.maximum()
-    assert [m for _, m in messages][:2] == ["segment dcx", "segment neun"] and messages[-1] == (1.0, "done")
+    fractions = [f for f, _ in messages]
+    assert len(messages) >= 3 and fractions == sorted(fractions) and fractions[-1] == 1.0
 
     names = [layer.name for layer in viewer.layers]
     assert names == ["DCX", "NeuN", "GCL", "dcx labels", "neun labels", "processes", "cells"]
@@ -142,3 +151,13 @@ def test_the_points_features_are_the_cells_table(viewer_with_sample, qtbot, tmp_
     viewer.layers.save(str(tmp_path / "cells.csv"), selected=True, plugin="napari-dcxcount")
     widget.result.cells.to_csv(tmp_path / "expected.csv", index=False)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cells.csv"), pd.read_csv(tmp_path / "expected.csv"))
+
+
+def test_closing_the_widget_cancels_its_count(viewer_with_sample, qtbot):
+    from dcxcount.progress import Cancelled
+
+    widget = CountWidget(viewer_with_sample)
+    widget.run()
+    widget.close()
+    _wait(qtbot, widget)
+    assert isinstance(widget.error, Cancelled) and len(viewer_with_sample.layers) == 2
