@@ -9,7 +9,7 @@ frozen seeds are not for tuning); the tests' bars come from these figures and th
     python benchmarks/frozen_figures.py finetune    # tests/test_training.py's fine-tuning, training seeds 0-2
 
 Staging is measured by ``python benchmarks/staging.py --first-seed 70201 --sections 8``, the
-layer frame by ``python benchmarks/layers.py``.
+layer frame by ``python benchmarks/gcl.py``.
 """
 
 from __future__ import annotations

@@ -78,9 +78,11 @@ import pandas as pd
 
 from dcxcount.appearance import FAMILIES, sample_params
 from dcxcount.io import Section
-from dcxcount.layers import frame_from_gcl
+from dcxcount.gcl import frame_from_gcl
 from dcxcount.metrics import Detection, false_somata_on_processes, match_centroids, soma_split_rate
-from dcxcount.morphology import STAGE_GROUPS, process_features, stage_cells
+from dcxcount.features import process_features
+from dcxcount.staging import stage_cells
+from dcxcount.vocabulary import STAGE_GROUPS
 from dcxcount.pipeline import CountSettings, count_section
 from dcxcount.synth import SynthParams, SynthSection, make_section
 

@@ -60,28 +60,28 @@ MUTATIONS = {
                     "            labels[marker] = (labels[marker] + 1) // 2\n",
         ("tests/test_cli.py::test_detection_f1_against_the_generators_truth",)),
     "gcl_eroded_5um": Mutation(
-        "dcxcount/layers.py", "    gcl = np.asarray(gcl, bool)\n    hilus = _hilus(",
+        "dcxcount/gcl.py", "    gcl = np.asarray(gcl, bool)\n    hilus = _hilus(",
         "    gcl = np.asarray(gcl, bool)\n"
         "    gcl = ndi.distance_transform_edt(gcl) > 5.0 / pixel_size_um  # MUTATION: 5 um eroded\n"
         "    hilus = _hilus(",
-        ("tests/test_layers.py",)),
+        ("tests/test_gcl.py",)),
     "stages_shifted": Mutation(
-        "dcxcount/morphology.py", '    out = pd.DataFrame({"stage": stage.astype(str)}, index=features.index)\n',
+        "dcxcount/staging.py", '    out = pd.DataFrame({"stage": stage.astype(str)}, index=features.index)\n',
         '    stage = np.array([{"A": "B", "B": "C", "C": "D", "D": "E", "E": "F", "F": "F"}[s] for s in stage],\n'
         '                     dtype=object)  # MUTATION: one stage on\n'
         '    out = pd.DataFrame({"stage": stage.astype(str)}, index=features.index)\n',
-        ("tests/test_morphology.py",)),
+        ("tests/test_staging.py", "tests/test_tracing.py")),
     "colabel_overlap_of_larger": Mutation(
         "dcxcount/pipeline.py", "        smaller = np.minimum(np.bincount(first.ravel())",
         "        smaller = np.maximum(np.bincount(first.ravel())",  # MUTATION: fraction of the larger object
         ("tests/test_colabel.py",)),
     "depth_shifted": Mutation(
-        "dcxcount/layers.py", "    def sample(self, x_um",
+        "dcxcount/gcl.py", "    def sample(self, x_um",
         "    def sample(self, *args, **kwargs):  # MUTATION: 0.1 GCL thickness deeper\n"
         "        depth, in_gcl = self._sample(*args, **kwargs)\n"
         "        return depth + 0.1, in_gcl\n\n"
         "    def _sample(self, x_um",
-        ("tests/test_layers.py", "tests/test_colabel.py",
+        ("tests/test_gcl.py", "tests/test_colabel.py",
          "tests/test_cli.py::test_thymidine_analogue_phenotypes_reach_the_animal_table")),
 }
 

@@ -44,7 +44,10 @@ from skimage import segmentation
 
 from dcxcount.io import Section
 from dcxcount.metrics import match_centroids
-from dcxcount.morphology import STAGE_GROUPS, process_features, stage_cells
+from dcxcount.features import process_features
+from dcxcount.staging import stage_cells
+from dcxcount.tracing import Ownership, trace_processes, walk_ownership
+from dcxcount.vocabulary import STAGE_GROUPS
 from dcxcount.pipeline import SectionResult, count_section
 from dcxcount.synth import SynthParams, SynthSection, make_section
 
@@ -81,10 +84,10 @@ def counted(*, seed: int, size_px: int, pixel_size_um: float, dcx_per_mm_sgz: fl
     return synth, restaged(synth, result)
 
 
-def restaged(synth: SynthSection, result: SectionResult) -> SectionResult:
+def restaged(synth: SynthSection, result: SectionResult, *, ownership: Ownership = walk_ownership) -> SectionResult:
     """``result`` with its DCX cells' processes traced and staged again (the segmentation kept)."""
     dcx = synth.image[synth.params.markers.index("dcx")]
-    features = process_features(dcx, result.labels["dcx"], result.frame)
+    features = process_features(dcx, result.labels["dcx"], result.frame, ownership=ownership)
     staged = features.join(stage_cells(features, gcl_thickness_um=result.frame.thickness_um))
     cells = result.cells.copy()
     rows = cells["marker"] == "dcx"
@@ -172,7 +175,7 @@ def example_crops(synth: SynthSection, result: SectionResult, pairs: pd.DataFram
     """
     dcx = synth.image[0].astype(float)
     somata = result.labels["dcx"]
-    _, skeleton = process_features(dcx, somata, result.frame, ml_depth=1.0, return_skeleton=True)
+    skeleton = trace_processes(dcx, somata, result.frame).image
     px, half = synth.pixel_size_um, int(round(half_um / synth.pixel_size_um))
     crops: dict[str, list[np.ndarray]] = {stage: [] for stage in STAGES}
     for row in pairs.itertuples():

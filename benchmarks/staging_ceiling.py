@@ -6,7 +6,7 @@ ownership (which soma's walk holds a stretch of skeleton that two cells' process
 share in the 2D image). This benchmark measures the second one's share. On the
 held-out sections of ``benchmarks/staging.py``, with the same segmentation, skeleton,
 walks and stage rules, it replaces the outcome of the ownership step
-(``_SomaGraph.trace_cells``) by the generator's truth in two ways:
+(the ownership strategy, `dcxcount.tracing.Ownership`) by the generator's truth in two ways:
 
 contested
     every skeleton pixel that two or more cells' walks hold goes only to the cell
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -40,7 +39,7 @@ from scipy import ndimage as ndi
 from scipy.sparse import csgraph
 from skimage import draw
 
-from dcxcount import morphology
+from dcxcount import tracing
 from dcxcount.synth import SynthSection
 from staging import accuracies, counted, restaged, staged_pairs
 
@@ -78,11 +77,10 @@ def soma_truth(synth: SynthSection, somata: np.ndarray) -> np.ndarray:
 
 
 def _oracle_trace(oracle: str, owner: np.ndarray, cells: np.ndarray, cues: list[dict]):
-    """A stand-in for ``_SomaGraph.trace_cells`` that resolves ownership with the truth."""
-    trace_cells = morphology._SomaGraph.trace_cells
+    """An ownership strategy (:data:`dcxcount.tracing.Ownership`) that resolves ownership with the truth."""
 
-    def traced(graph, **settings):
-        traces = trace_cells(graph, **settings)
+    def traced(graph, settings):
+        traces = tracing.walk_ownership(graph, settings)
         node_owner = owner[tuple(graph.coords[: graph.n_process].astype(int).T)]
         if oracle == "traced":
             cues.extend(_contested_cues(graph, traces, node_owner, cells, settings))
@@ -103,10 +101,11 @@ def _oracle_trace(oracle: str, owner: np.ndarray, cells: np.ndarray, cues: list[
     return traced
 
 
-def _contested_cues(graph, traces, node_owner: np.ndarray, cells: np.ndarray, settings: dict) -> list[dict]:
+def _contested_cues(graph, traces, node_owner: np.ndarray, cells: np.ndarray,
+                    settings: tracing.TracingSettings) -> list[dict]:
     """For each run held by two or more walks whose true owner is one of them: does the
     holder with the shorter path, or the straighter one, own it?"""
-    branches = morphology._Branches(graph, heading_um=settings["heading_um"], max_fused_um=settings["max_fused_um"])
+    branches = tracing._Branches(graph, heading_um=settings.heading_um, max_fused_um=settings.max_fused_um)
     paths = {}
     for k, trace in enumerate(traces):
         if len(trace.nodes):
@@ -172,9 +171,8 @@ def main() -> None:
             owner = true_owners(synth, tolerance_um=args.tolerance_um)
             cells = soma_truth(synth, result.labels["dcx"])
             for oracle in ORACLES:
-                with mock.patch.object(morphology._SomaGraph, "trace_cells",
-                                       _oracle_trace(oracle, owner, cells, cues)):
-                    pairs[oracle].append(staged_pairs(synth, restaged(synth, result)))
+                restaged_by = restaged(synth, result, ownership=_oracle_trace(oracle, owner, cells, cues))
+                pairs[oracle].append(staged_pairs(synth, restaged_by))
         print(f"\ndensity {density:g}/mm, seeds {args.first_seed}-{args.first_seed + args.sections - 1}:")
         for oracle in ORACLES:
             pooled = pd.concat(pairs[oracle], ignore_index=True)

@@ -18,6 +18,7 @@ markers named in options, the results folder) is checked first, by
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -28,33 +29,33 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import tifffile
 
 from . import __version__
 from .checks import SettingsError, count_settings_problems, study_value_problems
-from .io import KNOWN_MARKERS, read_section
-from .layers import NoGCLFoundError
+from .estimators import animals_table
+from .gcl import NoGCLFoundError
+from .io import read_section
 from .memory import available_memory_bytes
 from .pipeline import CountSettings, count_section
-from .study import STAGES, SamplesheetError, animals_table, read_samplesheet
+from .progress import Cancelled, CancelToken, ProgressCallback, report, sub_progress
+from .samplesheet import SamplesheetError, read_samplesheet
+from .section_folder import (FORMAT_VERSION, SectionFolderError, load_section, read_record, save_section, saved_edits,
+                             strict_json, write_json)
+from .segment import model_file
+from .staging import StagingRules
+from .tracing import TracingSettings
+from .vocabulary import KNOWN_MARKERS, STAGES, kind_of_marker
 
 __all__ = ["StudySettings", "StudyResult", "StudyPlan", "SettingsError", "plan_study", "run_study", "count_study",
-           "section_key", "strict_json"]
-
-ProgressCallback = Callable[[int, int, str], None]
-"""Called as ``progress(done, total, message)``."""
+           "section_key", "strict_json", "summarize_study", "corrected_notices"]
 
 NoticeCallback = Callable[[str], None]
 """Called with each thing the user should know before the count starts (one line)."""
-
-# Bumped when result.json changes meaning: version 3 is strict JSON with
-# nonfinite_px, and statuses for images that are too small, blank or too large.
-_RESULT_VERSION = 3
 
 # Columns that hold counts: whole numbers even when some sections have none.
 _COUNT_COLUMNS = re.compile(r".*_count|stage_[A-F]|stage_doubtful|nonfinite_px")
@@ -73,6 +74,19 @@ class StudySettings:
     section_interval: int = 6
     hemispheres: int = 2
     thickness_um: float | None = None
+
+    @classmethod
+    def from_record(cls, record: dict) -> StudySettings:
+        """The settings settings.json records (its ``settings`` entry), as written by a count."""
+        count = dict(record["count"])
+        count["tracing"] = TracingSettings(**count["tracing"])
+        count["staging"] = StagingRules(**count["staging"])
+        count["phenotype_markers"] = tuple(count["phenotype_markers"])
+        count["mean_thresholds"] = {marker: math.inf if value == "off" else value
+                                    for marker, value in count["mean_thresholds"].items()}
+        known = {f.name for f in fields(CountSettings)}
+        study = {key: value for key, value in record.items() if key != "count"}
+        return cls(count=CountSettings(**{k: v for k, v in count.items() if k in known}), **study)
 
 
 @dataclass
@@ -93,7 +107,7 @@ class StudyPlan:
     Attributes
     ----------
     sheet : DataFrame
-        The samplesheet as :func:`dcxcount.study.read_samplesheet` returns it,
+        The samplesheet as :func:`dcxcount.samplesheet.read_samplesheet` returns it,
         plus ``_key``: each row's results folder under ``out_dir/sections``
         (:func:`section_key`).
     settings : StudySettings
@@ -105,6 +119,9 @@ class StudyPlan:
     markers : frozenset of str
         The markers the run can count: the known ones and those given a
         channel in the settings or the samplesheet.
+    corrected : dict
+        Section folder key -> what a person corrected in it (in words): what a
+        recount from the image would discard.
     """
 
     sheet: pd.DataFrame
@@ -112,6 +129,7 @@ class StudyPlan:
     out_dir: Path
     notices: list[str]
     markers: frozenset[str] = frozenset()
+    corrected: dict[str, str] = field(default_factory=dict)
 
     @property
     def rows(self) -> list[dict]:
@@ -156,46 +174,6 @@ def _section_text(section: object) -> str:
     return str(int(number)) if number.is_integer() else repr(number)
 
 
-def strict_json(value: object) -> object:
-    """``value`` with every non-finite float made ``None`` and numpy scalars made Python ones.
-
-    Python's json writes NaN and Infinity, which are not JSON: strict readers
-    (R's jsonlite, JavaScript, jq) reject the whole file.
-    """
-    if isinstance(value, Mapping):
-        return {str(key): strict_json(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(item) for item in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if value is None or isinstance(value, str):
-        return value
-    return str(value)
-
-
-def _write_json(path: Path, value: object) -> None:
-    """Write strict JSON atomically and durably: a reader sees the old file or the whole new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(strict_json(value), indent=1, allow_nan=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
-
-
-def _load_result(path: Path) -> dict | None:
-    """A section's saved result, or None when there is none or it is damaged (empty, cut short, not an object)."""
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return result if isinstance(result, dict) and isinstance(result.get("status"), str) else None
-
-
 def _row_settings(row: dict, settings: StudySettings) -> tuple[CountSettings, float | None]:
     channels = dict(settings.count.channels)
     for column, value in row.items():
@@ -206,15 +184,36 @@ def _row_settings(row: dict, settings: StudySettings) -> tuple[CountSettings, fl
     return replace(settings.count, channels=channels), pixel
 
 
-def _content_digest(path: str) -> str | None:
+def _content_digest(path: str | os.PathLike) -> str | None:
     """SHA-256 of a file's bytes; None when it cannot be read (the count then reports why)."""
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return _digest_of(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str | None:
+    """Cached per file version: model files are hashed once per run, not once per section."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError:
         return None
 
 
+def _model_digests(count: CountSettings, markers: list[str]) -> dict[str, str | None]:
+    """Marker -> SHA-256 of the model file that segments it (a retrained model changes every result)."""
+    digests = {}
+    for marker in markers:
+        path = model_file(count.marker_models.get(marker, count.model), kind=kind_of_marker(marker))
+        digests[marker] = None if path is None else _content_digest(path)
+    return digests
+
+
 def _fingerprint(row: dict, count: CountSettings, pixel_size_um: float | None, outline: str | None) -> str:
+    """What decides a section's result: dcxcount's version, the image, every setting, the models, the outline."""
     path = row["path"]
     try:
         stat = os.stat(path)
@@ -225,7 +224,9 @@ def _fingerprint(row: dict, count: CountSettings, pixel_size_um: float | None, o
                "mtime_ns": stat.st_mtime_ns if stat else None, "pixel_size_um": pixel_size_um,
                "animal": str(row["animal"]), "section": _section_text(row["section"]),
                "outline": {"path": outline, "sha256": _content_digest(outline)} if outline else None,
-               "settings": asdict(count), "version": _RESULT_VERSION}
+               "settings": asdict(count), "models": _model_digests(count, ["dcx", "neun", "dapi", "brdu", "edu",
+                                                                            *count.channels]),
+               "dcxcount_version": __version__, "format_version": FORMAT_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -274,55 +275,83 @@ def _failure(row: dict, error: BaseException) -> str:
             "traceback is in the section's result.json, please report it")
 
 
-def _count_row(row: dict, settings: StudySettings, folder: Path, notes: list[str]) -> dict:
-    """Count one row into its folder, or return its saved result when input and settings are unchanged."""
+def _count_row(row: dict, settings: StudySettings, folder: Path, notes: list[str], *, mode: str,
+               progress: ProgressCallback | None, cancel: CancelToken | None) -> dict:
+    """Count one row into its folder, or return its saved result when nothing that decides it changed.
+
+    A section holding a person's edits is recounted from its saved labels and
+    GCL (never segmented) unless ``mode`` is "recount"; in "summarize" mode no
+    section is ever segmented.
+    """
     count, pixel = _row_settings(row, settings)
     outline = row.get("outline") or None
     fingerprint = _fingerprint(row, count, pixel, outline)
-    previous = _load_result(folder / "result.json")
-    if (previous is not None and previous.get("fingerprint") == fingerprint and previous["status"] == "ok"
-            and (folder / "cells.csv").is_file()):
+    previous = read_record(folder)
+    saved = None
+    if previous is not None and previous["status"] == "ok":
+        with contextlib.suppress(SectionFolderError):  # damaged: counted again (summarize: reported)
+            saved = load_section(folder)
+    if (saved is not None and previous.get("fingerprint") == fingerprint and not saved.changed
+            and not (mode == "recount" and saved.has_person_edits)):
         return {**previous, "_reused": True}
+    keep = saved is not None and (mode == "summarize" or (mode == "count" and saved.has_person_edits))
+    if mode == "summarize" and not keep:
+        status = (previous or {}).get("status", "")
+        return {**(previous or {}), "_reused": True, "status": status if status and status != "ok" else
+                f"error: {folder}: no complete saved result to summarize; count the section first"}
     result = {"fingerprint": fingerprint, "key": row["_key"]}
     try:
         section = read_section(row["path"], pixel_size_um=pixel, memory_limit_bytes=available_memory_bytes())
         notes.extend(section.notes)
-        counted = count_section(section, settings=count, gcl_outline=outline)
+        if keep:
+            corrections = saved.corrections_with_changes()
+            counted = count_section(section, settings=count, labels=saved.labels, gcl_mask=saved.gcl,
+                                    corrections=corrections, progress=progress, cancel=cancel)
+            counted.summary["gcl_source"] = "edited" if corrections.gcl else previous.get("gcl_source", "mask")
+        else:
+            counted = count_section(section, settings=count, gcl_outline=outline, progress=progress, cancel=cancel)
     except NoGCLFoundError as error:
         result["status"] = f"no GCL found: {error}"
     except (ValueError, OSError) as error:
         result["status"] = f"error: {_name_path(str(error), row['path'], outline or '')}"
     else:
-        folder.mkdir(parents=True, exist_ok=True)
-        for marker, labels in counted.labels.items():
-            tifffile.imwrite(folder / f"labels_{marker}.tif", labels.astype(np.int32), compression="zlib")
-        tifffile.imwrite(folder / "gcl.tif", counted.frame.gcl.astype(np.uint8), compression="zlib")
-        counted.cells.to_csv(folder / "cells.csv", index=False)
-        result.update(status="ok", **counted.summary)
+        if not keep:
+            # The folder's old content may go: without a result.json a save cut short is counted again.
+            (folder / "result.json").unlink(missing_ok=True)
+        return save_section(folder, counted, record=result)
+    if keep:
+        # A failed recount must not hide a person's edits from the next run: the saved result stays.
+        result["_keep_saved"] = True
     return result
 
 
-def _process_row(row: dict, settings: StudySettings, out_dir: str) -> dict:
-    """Count one samplesheet row into its folder; never raises (but for KeyboardInterrupt and SystemExit)."""
+def _process_row(row: dict, settings: StudySettings, out_dir: str, *, mode: str = "count",
+                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> dict:
+    """Count one samplesheet row into its folder; never raises (but for Cancelled, KeyboardInterrupt, SystemExit)."""
     folder = Path(out_dir) / "sections" / row["_key"]
     started = time.perf_counter()
     notes: list[str] = []
     try:
         with _captured(notes):
-            result = _count_row(row, settings, folder, notes)
+            result = _count_row(row, settings, folder, notes, mode=mode, progress=progress, cancel=cancel)
+    except Cancelled:
+        raise
     except Exception as error:  # MemoryError included: one section must never cost the batch
         result = {"fingerprint": None, "key": row["_key"], "status": _failure(row, error),
                   "traceback": traceback.format_exc()}
     if result.pop("_reused", False):
         return result
+    keep_saved = result.pop("_keep_saved", False)
     result["seconds"] = round(time.perf_counter() - started, 2)
     if notes:
         result["warnings"] = list(dict.fromkeys(notes))[:_MAX_WARNINGS]
     result = strict_json(result)
+    if keep_saved:
+        return result
     try:
         folder.mkdir(parents=True, exist_ok=True)
         # Written last: a section with result.json is complete.
-        _write_json(folder / "result.json", result)
+        write_json(folder / "result.json", result)
     except OSError as error:
         result["status"] = f"error: {folder}: cannot save the result ({error.strerror or error})"
     return result
@@ -335,7 +364,7 @@ def plan_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,
     Parameters
     ----------
     samplesheet : path
-        CSV or .xlsx samplesheet (see :func:`dcxcount.study.read_samplesheet`).
+        CSV or .xlsx samplesheet (see :func:`dcxcount.samplesheet.read_samplesheet`).
     out_dir : path
         Results folder; checked here, created when counting starts.
     settings : StudySettings
@@ -346,7 +375,7 @@ def plan_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,
 
     Raises
     ------
-    dcxcount.study.SamplesheetError
+    dcxcount.samplesheet.SamplesheetError
         The samplesheet cannot be counted (each problem on its own line).
     SettingsError
         A setting is out of range, an option names a marker the run does not
@@ -371,7 +400,9 @@ def plan_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
     notices = _duplicate_images(sheet) + _damaged_results(sheet, out_dir)
-    return StudyPlan(sheet=sheet, settings=settings, out_dir=out_dir, notices=notices, markers=frozenset(markers))
+    corrected = {key: edits for key in sheet["_key"] if (edits := saved_edits(out_dir / "sections" / key))}
+    return StudyPlan(sheet=sheet, settings=settings, out_dir=out_dir, notices=notices, markers=frozenset(markers),
+                     corrected=corrected)
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -428,14 +459,14 @@ def _damaged_results(sheet: pd.DataFrame, out_dir: Path) -> list[str]:
     notices = []
     for animal, section, key in zip(sheet["animal"], sheet["section"], sheet["_key"]):
         saved = out_dir / "sections" / key / "result.json"
-        if saved.exists() and _load_result(saved) is None:
+        if saved.exists() and read_record(saved.parent) is None:
             notices.append(f"{animal} s{_section_text(section)}: the saved result {saved} is empty or damaged "
                            "(a run stopped while writing it?); the section is counted again")
     return notices
 
 
-def run_study(plan: StudyPlan, *, workers: int = 1, scheduler: str | None = None,
-              progress: ProgressCallback | None = None) -> StudyResult:
+def run_study(plan: StudyPlan, *, workers: int = 1, scheduler: str | None = None, recount: bool = False,
+              progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> StudyResult:
     """Count every section of a checked study and write the study tables.
 
     Parameters
@@ -446,8 +477,16 @@ def run_study(plan: StudyPlan, *, workers: int = 1, scheduler: str | None = None
         Sections counted in parallel on a local Dask cluster (1: in this process).
     scheduler : str, optional
         Address of a running Dask scheduler to send the sections to instead.
+    recount : bool
+        Count sections that hold a person's corrections (``plan.corrected``)
+        again from their images, discarding the corrections. By default they
+        are recounted from their saved labels and GCL, keeping every correction.
     progress : callable, optional
-        ``progress(done, total, message)`` after each section.
+        ``progress(fraction, message)`` (:mod:`dcxcount.progress`): within each
+        section when counting in this process, after each section on Dask.
+    cancel : CancelToken, optional
+        Checked between sections and between a section's steps; what was saved
+        stays, and the next run goes on from there.
 
     Returns
     -------
@@ -458,23 +497,34 @@ def run_study(plan: StudyPlan, *, workers: int = 1, scheduler: str | None = None
     ------
     SettingsError
         When the Dask scheduler cannot be reached (nothing is counted then).
+    dcxcount.progress.Cancelled
+        When ``cancel`` was cancelled (the study tables are not rewritten).
     """
-    progress = progress or (lambda done, total, message: None)
+    return _run(plan, mode="recount" if recount else "count", workers=workers, scheduler=scheduler,
+                progress=progress, cancel=cancel)
+
+
+def _run(plan: StudyPlan, *, mode: str, workers: int, scheduler: str | None, progress: ProgressCallback | None,
+         cancel: CancelToken | None) -> StudyResult:
     rows = plan.rows
     (plan.out_dir / "sections").mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     if workers <= 1 and scheduler is None:
-        for done, row in enumerate(rows, 1):
-            results[row["_key"]] = result = _process_row(row, plan.settings, str(plan.out_dir))
-            progress(done, len(rows), f"{row['animal']} s{_section_text(row['section'])}: {result['status'][:40]}")
+        for done, row in enumerate(rows):
+            name = f"{row['animal']} s{_section_text(row['section'])}"
+            part = sub_progress(progress, done / len(rows), (done + 1) / len(rows), prefix=f"{name}: ")
+            report(progress, cancel, done / len(rows), f"{name}: start")
+            results[row["_key"]] = result = _process_row(row, plan.settings, str(plan.out_dir), mode=mode,
+                                                         progress=part, cancel=cancel)
+            report(progress, None, (done + 1) / len(rows), f"{name}: {result['status'][:40]}")
     else:
         _run_on_dask(rows, plan.settings, plan.out_dir, workers=workers, scheduler=scheduler, progress=progress,
-                     results=results)
+                     cancel=cancel, results=results, process=functools.partial(_process_row, mode=mode))
     return _write_tables(plan, results)
 
 
 def _run_on_dask(rows: list[dict], settings: StudySettings, out_dir: Path, *, workers: int, scheduler: str | None,
-                 progress: ProgressCallback, results: dict[str, dict],
+                 progress: ProgressCallback | None, results: dict[str, dict], cancel: CancelToken | None = None,
                  process: Callable[[dict, StudySettings, str], dict] = _process_row) -> None:
     """Map ``process`` over the rows on a Dask cluster; a future that fails (a worker that died) fails only its row."""
     from dask.distributed import Client, LocalCluster, as_completed
@@ -493,15 +543,53 @@ def _run_on_dask(rows: list[dict], settings: StudySettings, out_dir: Path, *, wo
         futures = {client.submit(process, row, settings, str(out_dir), pure=False): row for row in rows}
         for done, future in enumerate(as_completed(futures), 1):
             row = futures[future]
+            folder = out_dir / "sections" / row["_key"]
             try:
                 result = future.result()
             except Exception as error:  # the worker died (out of memory, killed) or the task was lost
                 result = {"fingerprint": None, "key": row["_key"], "status": _worker_failure(row, error)}
-                with contextlib.suppress(OSError):
-                    (out_dir / "sections" / row["_key"]).mkdir(parents=True, exist_ok=True)
-                    _write_json(out_dir / "sections" / row["_key"] / "result.json", result)
+                if not saved_edits(folder):  # a person's edits stay findable by the next run
+                    with contextlib.suppress(OSError):
+                        folder.mkdir(parents=True, exist_ok=True)
+                        write_json(folder / "result.json", result)
             results[row["_key"]] = result
-            progress(done, len(rows), f"{row['animal']} s{_section_text(row['section'])}: {result['status'][:40]}")
+            if cancel is not None and cancel.cancelled:
+                client.cancel(list(futures))
+            report(progress, cancel, done / len(rows),
+                   f"{row['animal']} s{_section_text(row['section'])}: {result['status'][:40]}")
+
+
+def summarize_study(out_dir: str | os.PathLike, *, progress: ProgressCallback | None = None,
+                    cancel: CancelToken | None = None) -> StudyResult:
+    """Rebuild every section's tables from its saved labels, GCL and corrections, then the study tables.
+
+    Nothing is segmented. A section whose saved files changed since they were
+    written (a label erased, a GCL redrawn, a stage set in corrections.json) is
+    traced, staged and co-labelled again from them; the others are read back.
+    The study's samplesheet and settings come from ``out_dir/settings.json``.
+
+    Parameters
+    ----------
+    out_dir : path
+        A results folder written by :func:`run_study`.
+    progress, cancel
+        As for :func:`run_study`.
+
+    Raises
+    ------
+    SettingsError
+        ``out_dir`` holds no readable settings.json of a counted study.
+    """
+    out_dir = Path(out_dir)
+    try:
+        record = json.loads((out_dir / "settings.json").read_text(encoding="utf-8"))
+        settings = StudySettings.from_record(record["settings"])
+        sheet = pd.DataFrame(record["samplesheet"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SettingsError(f"{out_dir}: not a counted study's results folder (its settings.json is missing or "
+                            f"damaged: {error!r})") from error
+    plan = StudyPlan(sheet=sheet, settings=settings, out_dir=out_dir, notices=[])
+    return _run(plan, mode="summarize", workers=1, scheduler=None, progress=progress, cancel=cancel)
 
 
 def _worker_failure(row: dict, error: BaseException) -> str:
@@ -512,8 +600,8 @@ def _worker_failure(row: dict, error: BaseException) -> str:
 
 def count_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,
                 settings: StudySettings = StudySettings(), workers: int = 1,
-                scheduler: str | None = None, progress: ProgressCallback | None = None,
-                notify: NoticeCallback | None = None) -> StudyResult:
+                scheduler: str | None = None, recount: bool = False, progress: ProgressCallback | None = None,
+                cancel: CancelToken | None = None, notify: NoticeCallback | None = None) -> StudyResult:
     """Count every section of a samplesheet and write the study tables.
 
     :func:`plan_study` (every check, nothing counted) then :func:`run_study`.
@@ -521,7 +609,7 @@ def count_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,
     Parameters
     ----------
     samplesheet : path
-        CSV or .xlsx with ``path`` and ``animal`` (see :func:`dcxcount.study.read_samplesheet`).
+        CSV or .xlsx with ``path`` and ``animal`` (see :func:`dcxcount.samplesheet.read_samplesheet`).
     out_dir : path
         Results folder: ``cells.csv``, ``sections.csv``, ``animals.csv`` and ``sections/``.
     settings : StudySettings
@@ -529,11 +617,12 @@ def count_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,
         Sections counted in parallel on a local Dask cluster (1: in this process).
     scheduler : str, optional
         Address of a running Dask scheduler to send the sections to instead.
-    progress : callable, optional
-        ``progress(done, total, message)`` after each section.
+    recount, progress, cancel
+        As for :func:`run_study`.
     notify : callable, optional
         Called with each notice of the plan (duplicate images, damaged saved
-        results); by default they are issued as warnings.
+        results, sections holding a person's corrections); by default they
+        are issued as warnings.
 
     Returns
     -------
@@ -542,16 +631,27 @@ def count_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,
 
     Raises
     ------
-    dcxcount.study.SamplesheetError, SettingsError
+    dcxcount.samplesheet.SamplesheetError, SettingsError
         Before any section is counted (see :func:`plan_study`).
     """
     plan = plan_study(samplesheet, out_dir=out_dir, settings=settings)
-    for notice in plan.notices:
+    for notice in plan.notices + corrected_notices(plan, recount=recount):
         if notify is None:
             warnings.warn(notice, stacklevel=2)
         else:
             notify(notice)
-    return run_study(plan, workers=workers, scheduler=scheduler, progress=progress)
+    return run_study(plan, workers=workers, scheduler=scheduler, recount=recount, progress=progress, cancel=cancel)
+
+
+def corrected_notices(plan: StudyPlan, *, recount: bool) -> list[str]:
+    """One line per section holding a person's corrections: kept, or what a recount discards."""
+    names = {key: f"{animal} s{_section_text(section)}"
+             for key, animal, section in zip(plan.sheet["_key"], plan.sheet["animal"], plan.sheet["section"])}
+    if recount:
+        return [f"{names[key]}: recounted from its image, discarding a person's corrections ({edits})"
+                for key, edits in plan.corrected.items()]
+    return [f"{names[key]}: holds a person's corrections ({edits}); they are kept and the section is recounted "
+            "from its saved labels" for key, edits in plan.corrected.items()]
 
 
 def _saved_cells(folder: Path) -> pd.DataFrame | None:
@@ -566,10 +666,11 @@ def _write_tables(plan: StudyPlan, results: dict[str, dict]) -> StudyResult:
     section_rows, cell_tables = [], []
     for row in plan.rows:
         folder = plan.out_dir / "sections" / row["_key"]
-        result = results.get(row["_key"]) or _load_result(folder / "result.json") or {
+        result = results.get(row["_key"]) or read_record(folder) or {
             "status": f"error: {row['path']}: no result was saved; run the command again to count it"}
         summary = {k: row[k] for k in identity}
-        summary.update({k: v for k, v in result.items() if k not in ("fingerprint", "key", "warnings", "traceback")})
+        summary.update({k: v for k, v in result.items()
+                        if k not in ("fingerprint", "key", "warnings", "traceback", "files", "format_version")})
         for column in ("section_interval", "hemispheres", "thickness_um"):
             if column in row and not pd.isna(row[column]):
                 summary[column] = row[column]
@@ -603,8 +704,10 @@ def _write_tables(plan: StudyPlan, results: dict[str, dict]) -> StudyResult:
     for name, table in (("cells", cells), ("sections", sections), ("animals", animals)):
         _finite(table).to_csv(plan.out_dir / f"{name}.csv", index=False)
     # What a methods section (and a reviewer) needs to reproduce the tables.
-    record = {"dcxcount_version": __version__, "settings": _settings_record(plan.settings)}
-    _write_json(plan.out_dir / "settings.json", record)
+    record = {"dcxcount_version": __version__, "format_version": FORMAT_VERSION,
+              "settings": _settings_record(plan.settings),
+              "samplesheet": strict_json(plan.sheet.astype(object).where(plan.sheet.notna(), None).to_dict("records"))}
+    write_json(plan.out_dir / "settings.json", record)
     return StudyResult(cells=cells, sections=sections, animals=animals)
 
 

@@ -15,8 +15,8 @@ import numbers
 from collections.abc import Callable, Collection
 from dataclasses import fields
 
-from .morphology import StagingRules
 from .pipeline import CountSettings
+from .staging import StagingRules
 
 __all__ = ["SettingsError", "count_settings_problems", "staging_problems", "study_value_problems"]
 

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 from .appearance import FAMILIES
@@ -79,19 +80,19 @@ _fraction = _number_in(0, 1)
 
 
 def _progress_bar(description: str):
-    """A ``progress(done, total, message)`` callback drawing a tqdm bar on stderr."""
+    """A ``progress(fraction, message)`` callback (:mod:`dcxcount.progress`) drawing a tqdm bar on stderr."""
     from tqdm import tqdm
 
     bar = None
 
-    def progress(done: int, total: int, message: str) -> None:
+    def progress(fraction: float, message: str) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc=description, unit="section" if description == "count" else "step",
-                       file=sys.stderr, dynamic_ncols=True)
+            bar = tqdm(total=100, desc=description, unit="%", file=sys.stderr, dynamic_ncols=True,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
         bar.set_postfix_str(message, refresh=False)
-        bar.update(done - bar.n)
-        if done >= total:
+        bar.update(round(100 * fraction) - bar.n)
+        if fraction >= 1.0:
             bar.close()
 
     return progress
@@ -159,7 +160,7 @@ def _stage_rules(path: Path | None):
     from dataclasses import fields
 
     from .checks import staging_problems
-    from .morphology import StagingRules
+    from .staging import StagingRules
 
     if path is None:
         return StagingRules()
@@ -200,12 +201,14 @@ def _say(message: str) -> None:
 def _default_notes(args: argparse.Namespace, sheet) -> list[str]:
     """The defaults that change the estimated totals, where a row uses them (they are not given)."""
     notes = []
+    defaults = _study_defaults()
     if args.section_interval is None and sheet["section_interval"].isna().any():
-        notes.append(f"note: --section-interval not given: the estimated totals assume every {SECTION_INTERVAL}th "
-                     f"section was counted (--section-interval {SECTION_INTERVAL})")
+        notes.append(f"note: --section-interval not given: the estimated totals assume every "
+                     f"{defaults.section_interval}th section was counted "
+                     f"(--section-interval {defaults.section_interval})")
     if args.hemispheres is None and sheet["hemispheres"].isna().any():
         notes.append(f"note: --hemispheres not given: the estimated totals assume both hemispheres were counted "
-                     f"in each section (--hemispheres {HEMISPHERES})")
+                     f"in each section (--hemispheres {defaults.hemispheres})")
     return notes
 
 
@@ -215,30 +218,30 @@ def _failure_line(row) -> str:
     return f"{where}: {row.status}" if str(row.path) in row.status else f"{where} ({row.path}): {row.status}"
 
 
-SECTION_INTERVAL = 6
-"""The section interval assumed when neither --section-interval nor the samplesheet gives one."""
-HEMISPHERES = 2
-"""Hemispheres per section assumed when neither --hemispheres nor the samplesheet gives them."""
+def _study_defaults():
+    """The study settings' defaults, read from the dataclass so that the CLI never restates them."""
+    from .batch import StudySettings
+
+    return StudySettings()
 
 
 def _count(args: argparse.Namespace) -> int:
-    from .batch import SettingsError, StudySettings, plan_study, run_study
-    from .pipeline import CountSettings
+    from .batch import SettingsError, StudySettings, corrected_notices, plan_study, run_study
+    from .samplesheet import SamplesheetError
     from .segment import ModelNotAvailableError, kind_of_marker, load_engine
-    from .study import SamplesheetError
 
     default_model, marker_models = _model_choice(args.model)
-    defaults = CountSettings()
-    overlap = defaults.min_overlap_fraction if args.min_overlap_fraction is None else args.min_overlap_fraction
-    count = CountSettings(model=default_model, marker_models=marker_models,
-                          channels=_channel_overrides(args.channel), min_overlap_fraction=overlap,
-                          mean_thresholds=_signal_thresholds(args.signal_threshold, defaults.mean_thresholds),
-                          staging=_stage_rules(args.stage_rules))
-    settings = StudySettings(count=count, pixel_size_um=args.pixel_size_um,
-                             section_interval=SECTION_INTERVAL if args.section_interval is None
-                             else args.section_interval,
-                             hemispheres=HEMISPHERES if args.hemispheres is None else args.hemispheres,
-                             thickness_um=args.thickness_um)
+    defaults = StudySettings()
+    overlap = (defaults.count.min_overlap_fraction if args.min_overlap_fraction is None
+               else args.min_overlap_fraction)
+    count = replace(defaults.count, model=default_model, marker_models=marker_models,
+                    channels=_channel_overrides(args.channel), min_overlap_fraction=overlap,
+                    mean_thresholds=_signal_thresholds(args.signal_threshold, defaults.count.mean_thresholds),
+                    staging=_stage_rules(args.stage_rules))
+    settings = replace(defaults, count=count, pixel_size_um=args.pixel_size_um, thickness_um=args.thickness_um,
+                       section_interval=(defaults.section_interval if args.section_interval is None
+                                         else args.section_interval),
+                       hemispheres=defaults.hemispheres if args.hemispheres is None else args.hemispheres)
     try:
         plan = plan_study(args.samplesheet, out_dir=args.out, settings=settings)
         unknown = _unknown_markers(args, plan.markers)
@@ -258,20 +261,40 @@ def _count(args: argparse.Namespace) -> int:
         _say(note)
     for notice in plan.notices:
         _say(f"note: {notice}")
+    for notice in corrected_notices(plan, recount=args.recount):
+        _say(f"note: {notice}" if args.recount else f"note: {notice} (--recount counts it from its image and "
+             "discards them)")
     started = time.perf_counter()
     try:
-        result = run_study(plan, workers=args.workers, scheduler=args.scheduler, progress=_progress_bar("count"))
+        result = run_study(plan, workers=args.workers, scheduler=args.scheduler, recount=args.recount,
+                           progress=_progress_bar("count"))
     except SettingsError as error:  # the Dask scheduler could not be reached: nothing was counted
         _say(error)
         return EXIT_BAD_INPUT
-    elapsed = time.perf_counter() - started
+    return _report_study(result, out=args.out, verb="counted", seconds=time.perf_counter() - started)
+
+
+def _report_study(result, *, out: Path, verb: str, seconds: float) -> int:
+    """Failed sections on stderr, one line of totals on stdout; the exit status."""
     for row in result.sections.itertuples():
         if row.status != "ok":
             _say(_failure_line(row))
     n = len(result.sections)
-    print(f"counted {n - result.n_failed}/{n} sections of {len(result.animals)} animals in {elapsed:.1f} s; "
-          f"tables in {Path(args.out).resolve()}")
+    print(f"{verb} {n - result.n_failed}/{n} sections of {len(result.animals)} animals in {seconds:.1f} s; "
+          f"tables in {Path(out).resolve()}")
     return EXIT_SECTIONS_FAILED if result.n_failed else EXIT_OK
+
+
+def _summarize(args: argparse.Namespace) -> int:
+    from .batch import SettingsError, summarize_study
+
+    started = time.perf_counter()
+    try:
+        result = summarize_study(args.out, progress=_progress_bar("summarize"))
+    except SettingsError as error:
+        _say(error)
+        return EXIT_BAD_INPUT
+    return _report_study(result, out=args.out, verb="summarized", seconds=time.perf_counter() - started)
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -290,22 +313,17 @@ def _synth(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
+    from .finetune import SCRATCH_LEARNING_RATE, SCRATCH_STEPS, fine_tune, train_on_synthetic
     from .io import SectionReadError
     from .segment import bundled_model_path, load_specialist, save_specialist
-    from .segment.training import (FINE_TUNE_LEARNING_RATE, FINE_TUNE_STEPS, TrainingDataError, file_sha256,
-                                   read_labelled_sections, score_model, split_sections, synthetic_samples,
-                                   train_specialist)
-
-    def fail(message: str) -> int:
-        print(f"dcxcount: {message}", file=sys.stderr)
-        return 2
+    from .segment.training import FINE_TUNE_LEARNING_RATE, FINE_TUNE_STEPS, TrainingDataError, read_labelled_sections
 
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
     if args.data is not None and args.base is None:
-        return fail("--data fine-tunes a model: add --from specialist (the bundled model) or --from MODEL")
+        return _fail("--data fine-tunes a model: add --from specialist (the bundled model) or --from MODEL")
     if args.base == "specialist" and args.kind is None:
-        return fail("--from specialist needs --kind dcx or --kind nuclear (which bundled model)")
+        return _fail("--from specialist needs --kind dcx or --kind nuclear (which bundled model)")
     if args.base == "specialist":
         base_path = bundled_model_path(args.kind)
     else:
@@ -313,13 +331,13 @@ def _train(args: argparse.Namespace) -> int:
     try:
         base = load_specialist(base_path) if base_path else None
     except (OSError, ValueError) as error:
-        return fail(str(error))
+        return _fail(str(error))
     kind = args.kind or (base.kind if base else None)
     if kind is None:
-        return fail("--kind dcx or --kind nuclear is needed to train a new model (without --from)")
+        return _fail("--kind dcx or --kind nuclear is needed to train a new model (without --from)")
     # Fine-tuning starts from learnt features: fewer, gentler steps than training from random weights.
-    steps = args.steps or (FINE_TUNE_STEPS if base else 1500)
-    learning_rate = args.learning_rate or (FINE_TUNE_LEARNING_RATE if base else 2e-3)
+    steps = args.steps or (FINE_TUNE_STEPS if base else SCRATCH_STEPS)
+    learning_rate = args.learning_rate or (FINE_TUNE_LEARNING_RATE if base else SCRATCH_LEARNING_RATE)
     # Rebuilt from the parsed settings, defaults filled in, so the card shows a
     # command that reproduces the model even when main() was called with a list.
     command = ["dcxcount", "train", "--out", str(args.out), "--kind", kind]
@@ -334,61 +352,39 @@ def _train(args: argparse.Namespace) -> int:
                     "--families", ",".join(args.families) or "none"]
     command += ["--steps", str(steps), "--batch-size", str(args.batch_size), "--learning-rate", f"{learning_rate:g}",
                 "--seed", str(args.seed)]
-    info = {
-        "command": shlex.join(command),
-        "base_model": {"path": str(base_path), "sha256": file_sha256(base_path)} if base else None,
-        "steps": steps,
-        "batch_size": args.batch_size,
-        "seed": args.seed,
-        "learning_rate": learning_rate,
-    }
+    optimisation = dict(steps=steps, batch_size=args.batch_size, learning_rate=learning_rate, seed=args.seed,
+                        progress=_progress_bar("train"))
     if args.data is not None:
         try:
             sections = read_labelled_sections(args.data, kind=kind, pixel_size_um=args.pixel_size_um,
                                               channels=_channel_overrides(args.channel))
-            train, validation = split_sections(sections, val_fraction=args.val_fraction, seed=args.seed)
+            run = fine_tune(sections, base=base, base_path=base_path, val_fraction=args.val_fraction, **optimisation)
         except (TrainingDataError, SectionReadError) as error:
-            return fail(str(error))
-        print(f"{len(sections)} labelled sections in {args.data}: {len(train)} to train on, "
-              f"{len(validation)} to validate on ({', '.join(s.name for s in validation)})", file=sys.stderr)
-        before = score_model(base, validation)
-        samples = [sample for section in train for sample in section.samples]
-        info.update({
-            "training_data": {"folder": str(Path(args.data).resolve()),
-                              "files": [{"file": path.name, "sha256": file_sha256(path)}
-                                        for section in sections for path in section.files]},
-            "n_train_sections": len(train),
-            "n_val_sections": len(validation),
-            "train_sections": [s.name for s in train],
-            "val_sections": [s.name for s in validation],
-        })
-    else:
-        samples = synthetic_samples(kind=kind, n_sections=args.sections, size_px=args.size_px, seed=args.seed,
-                                    families=args.families)
-        info["training_data"] = (f"{args.sections} synthetic sections of {args.size_px}^2 px "
-                                 f"(dcxcount.segment.training.synthetic_samples, seed {args.seed}), appearance "
-                                 f"families randomised: {', '.join(args.families) or 'none (plain look)'}")
-    # A lab's few corrected sections give noisy batch statistics (keep the base's); many
-    # synthetic sections of new looks need them re-estimated.
-    model = train_specialist(samples, kind=kind, base=base, n_steps=steps, batch_size=args.batch_size,
-                             learning_rate=learning_rate, seed=args.seed, progress=_progress_bar("train"),
-                             freeze_batchnorm=base is not None and args.data is not None)
-    if args.data is not None:
-        after = score_model(model, validation)
-        info["validation"] = {"max_distance_um": 5.0, "before": before, "after": after}
-        for marker in after["by_marker"]:
-            was, now = before["by_marker"][marker], after["by_marker"][marker]
+            return _fail(str(error))
+        print(f"{len(sections)} labelled sections in {args.data}: {len(run.train_sections)} trained on, "
+              f"{len(run.val_sections)} validated on ({', '.join(run.val_sections)})", file=sys.stderr)
+        for marker in run.after["by_marker"]:
+            was, now = run.before["by_marker"][marker], run.after["by_marker"][marker]
             print(f"validation {marker}: F1 {was['f1']} -> {now['f1']}, AP@0.5 {was['ap50']} -> {now['ap50']} "
-                  f"({now['n_true']} objects in {len(validation)} sections)")
-    info["train_seconds"] = round(time.perf_counter() - started, 1)
-    model.info.update(info)
+                  f"({now['n_true']} objects in {len(run.val_sections)} sections)")
+    else:
+        run = train_on_synthetic(kind=kind, base=base, base_path=base_path, n_sections=args.sections,
+                                 size_px=args.size_px, families=args.families, **optimisation)
+    model = run.model
+    model.info.update(command=shlex.join(command), train_seconds=round(time.perf_counter() - started, 1))
     path = save_specialist(model, args.out)
     print(f"wrote {path} and its model card {path.with_suffix('.json').name} "
-          f"(final loss {model.info['final_loss']:.3f}, {info['train_seconds']:.0f} s)")
+          f"(final loss {model.info['final_loss']:.3f}, {model.info['train_seconds']:.0f} s)")
     return 0
 
 
+def _fail(message: str) -> int:
+    _say(message)
+    return EXIT_BAD_INPUT
+
+
 def build_parser() -> argparse.ArgumentParser:
+    defaults = _study_defaults()
     parser = _Parser(prog="dcxcount", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -411,14 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("--scheduler", help="address of a Dask scheduler to run on")
     count.add_argument("--section-interval", type=_whole_at_least(1), metavar="K",
                        help=f"every K-th section was counted; the estimated totals scale with it (default "
-                            f"{SECTION_INTERVAL}, said when used; a samplesheet column overrides it)")
+                            f"{defaults.section_interval}, said when used; a samplesheet column overrides it)")
     count.add_argument("--hemispheres", type=int, choices=(1, 2),
                        help=f"hemispheres counted per section; the estimated totals double one (default "
-                            f"{HEMISPHERES}, said when used; a samplesheet column overrides it)")
+                            f"{defaults.hemispheres}, said when used; a samplesheet column overrides it)")
     count.add_argument("--thickness-um", type=_positive_number, help="section thickness, for the GCL volume")
     count.add_argument("--min-overlap-fraction", type=_fraction,
                        help="an object is positive for another marker when one of that marker's objects covers "
-                            "at least this fraction of the smaller of the two (default 0.5)")
+                            f"at least this fraction of the smaller of the two (default "
+                            f"{defaults.count.min_overlap_fraction:g})")
     count.add_argument("--signal-threshold", action="append", default=[], metavar="MARKER=NUMBER|auto|off",
                        help="... or when that marker's mean signal over it reaches this threshold (raw intensity); "
                             "auto: per section from its background and its objects' brightness (the default, "
@@ -426,7 +423,20 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("--stage-rules", type=Path, metavar="FILE.json",
                        help="thresholds of the stage rules A-F replacing the defaults, e.g. "
                             '{"stub_um": 8, "radial_max_angle_deg": 40} (see docs/validation.md)')
+    count.add_argument("--recount", action="store_true",
+                       help="count sections that hold a person's corrections again from their images, discarding "
+                            "the corrections (by default they are kept: such sections are recounted from their "
+                            "saved labels and GCL)")
     count.set_defaults(run=_count)
+
+    summarize = commands.add_parser(
+        "summarize", help="rebuild the tables of a counted study from its saved (corrected) labels, never segmenting",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Sections whose labels_<marker>.tif, gcl.tif or corrections.json changed since they were saved are "
+               "traced,\nstaged and co-labelled again from them; a person's stage calls are kept "
+               "(stage_source=person).\n\n" + EXIT_STATUSES)
+    summarize.add_argument("out", type=Path, metavar="OUT", help="results folder of `dcxcount count`")
+    summarize.set_defaults(run=_summarize)
 
     synth = commands.add_parser("synth", help="write a synthetic study with ground truth")
     synth.add_argument("out", type=Path)

@@ -25,9 +25,8 @@ import tifffile
 
 from .memory import count_memory_bytes, format_bytes
 
-__all__ = ["KNOWN_MARKERS", "Section", "SectionReadError", "read_section", "match_channels"]
+__all__ = ["Section", "SectionReadError", "read_section", "match_channels"]
 
-KNOWN_MARKERS = ("dcx", "neun", "dapi", "brdu", "edu")
 
 _PIXEL_SIZE_FIX = (
     "Pass --pixel-size-um (e.g. --pixel-size-um 0.65) "

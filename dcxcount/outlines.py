@@ -27,7 +27,7 @@ import numpy as np
 import roifile
 import tifffile
 
-from .layers import LayerFrame, NoGCLFoundError, frame_from_gcl
+from .gcl import LayerFrame, NoGCLFoundError, frame_from_gcl
 
 __all__ = ["OutlineError", "OUTLINE_SUFFIXES", "outline_frame", "read_outline"]
 
@@ -215,7 +215,7 @@ def outline_frame(path: str | os.PathLike, *, shape: tuple[int, int], pixel_size
     """The layer frame of a section from a person's GCL outline.
 
     The frame is computed from the outline's mask by
-    :func:`dcxcount.layers.frame_from_gcl`, as a detected GCL's is.
+    :func:`dcxcount.gcl.frame_from_gcl`, as a detected GCL's is.
 
     Raises
     ------

@@ -1,13 +1,19 @@
-"""Counting one section: segmentation, layer frame, morphology, co-labelling, tables.
+"""Counting one section in six public steps: segment, frame, trace, stage, co-label, tables.
 
-:func:`count_section` is the single code path from an image to a per-cell
-table; the batch runner, the CLI and (later) the napari plugin all call it.
+:func:`count_section` composes them and is the single code path from an image
+to a per-cell table; the batch runner, the CLI and the napari plugin all call
+it. Each step takes the previous step's output, computed or corrected by a
+person: label images and a GCL mask given to :func:`count_section` replace
+the steps that would make them, and a person's stage calls and excluded
+objects (:class:`dcxcount.corrections.Corrections`) are applied on top of the
+rules.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,21 +21,21 @@ import pandas as pd
 from scipy import ndimage as ndi
 from skimage.measure import regionprops_table
 
+from .estimators import phenotype_percentages
+from .corrections import Corrections
+from .features import measure_processes
+from .gcl import LayerFrame, find_layer_frame, frame_from_gcl
 from .io import Section, match_channels
-from .layers import LayerFrame, find_layer_frame
-from .morphology import StagingRules, process_features, stage_cells
 from .outlines import outline_frame
-from .progress import CancelToken, ProgressCallback, report
-from .segment import kind_of_marker, load_engine
-from .study import STAGES, phenotype_percentages
+from .progress import CancelToken, ProgressCallback, report, sub_progress
+from .segment import load_engine
+from .staging import StagingRules, stage_cells
+from .tracing import Tracing, TracingSettings, trace_processes
+from .vocabulary import ANALOGUES, OPTIONAL_MARKERS, STAGE_GROUPS, STAGES, kind_of_marker
 
-__all__ = ["CountSettings", "SectionResult", "UnusableImageError", "check_image", "count_section",
-           "OPTIONAL_MARKERS", "MIN_SECTION_UM"]
+__all__ = ["CountSettings", "SectionResult", "UnusableImageError", "check_image", "count_section", "segment_markers",
+           "find_frame", "stage_dcx_cells", "colabel_objects", "section_tables", "MIN_SECTION_UM"]
 
-# Counted whenever a channel of that name is in the file; dcx and one nuclear
-# marker for the GCL are required.
-OPTIONAL_MARKERS = ("neun", "dapi", "brdu", "edu")
-ANALOGUES = ("brdu", "edu")  # thymidine analogues: birth-dating markers
 
 MIN_SECTION_UM = 100.0
 """Shortest side an image must span: a GCL is 50-80 um thick and must enclose a hilus."""
@@ -80,8 +86,11 @@ class CountSettings:
         Cells up to this far into the hilus from the GCL border are SGZ cells
         and counted with the GCL (docs/biology.md: the SGZ is a band ~3 nuclei wide
         straddling that border).
+    tracing : TracingSettings
+        Settings of the process tracing.
     staging : StagingRules
-        Thresholds of the stage rules.
+        Thresholds of the stage rules; its ``ml_depth`` is the one GCL/ML border
+        both the process features and the rules use.
     """
 
     model: str = "specialist"
@@ -92,6 +101,7 @@ class CountSettings:
     mean_thresholds: dict = field(default_factory=lambda: {"dcx": float("inf")})
     phenotype_markers: tuple[str, ...] = ANALOGUES
     sgz_hilus_um: float = 10.0
+    tracing: TracingSettings = TracingSettings()
     staging: StagingRules = StagingRules()
 
 
@@ -111,6 +121,8 @@ class SectionResult:
     frame : LayerFrame
     processes : (Y, X) int32 array
         The traced processes: each pixel holds the ``cell_id`` of the DCX cell whose trace it is.
+    corrections : Corrections
+        The person's corrections the result carries.
     """
 
     cells: pd.DataFrame
@@ -118,6 +130,7 @@ class SectionResult:
     labels: dict[str, np.ndarray]
     frame: LayerFrame
     processes: np.ndarray
+    corrections: Corrections = field(default_factory=Corrections)
 
 
 def _markers_to_count(section: Section, settings: CountSettings) -> dict[str, int]:
@@ -243,16 +256,116 @@ def _signal_threshold(image: np.ndarray, labels: np.ndarray, own_means: np.ndarr
     return background + min_signal_fraction * (float(np.median(own_means)) - background)
 
 
-def _cells_table(labels: dict[str, np.ndarray], images: dict[str, np.ndarray], frame: LayerFrame, *,
-                 dcx_features: pd.DataFrame, settings: CountSettings,
-                 pixel_size_um: float) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Every object of every marker with its place, co-labels and phenotype.
+def segment_markers(images: Mapping[str, np.ndarray], *, pixel_size_um: float,
+                    settings: CountSettings = CountSettings(), progress: ProgressCallback | None = None,
+                    cancel: CancelToken | None = None) -> dict[str, np.ndarray]:
+    """Segment each marker's channel with its engine (step 1).
+
+    Parameters
+    ----------
+    images : dict
+        Marker -> (Y, X) channel.
+    pixel_size_um : float
+    settings : CountSettings
+        ``model`` and ``marker_models`` choose the engines.
+    progress, cancel
+        See :mod:`dcxcount.progress`; checked before each marker.
+
+    Returns
+    -------
+    dict
+        Marker -> label image (0 background, 1..N objects; a label is the object's ``cell_id``).
+    """
+    labels = {}
+    for done, (marker, image) in enumerate(images.items()):
+        report(progress, cancel, done / max(len(images), 1), f"segment {marker}")
+        engine = load_engine(settings.marker_models.get(marker, settings.model), kind=kind_of_marker(marker))
+        labels[marker] = engine.segment(image, pixel_size_um=pixel_size_um)
+    return labels
+
+
+def find_frame(labels: Mapping[str, np.ndarray], *, pixel_size_um: float, gcl_mask: np.ndarray | None = None,
+               gcl_outline: str | os.PathLike | None = None) -> LayerFrame:
+    """The section's layer frame (step 2): from a GCL outline file, a GCL mask, or the nuclei.
+
+    Parameters
+    ----------
+    labels : dict
+        Marker -> label image; NeuN (else DAPI) nuclei and DCX somata find the
+        GCL when neither ``gcl_outline`` nor ``gcl_mask`` is given.
+    pixel_size_um : float
+    gcl_mask : (Y, X) bool array, optional
+        A GCL mask in memory (e.g. edited in a viewer, or saved by an earlier count).
+    gcl_outline : path, optional
+        A person's outline file (see :mod:`dcxcount.outlines`).
+
+    Raises
+    ------
+    dcxcount.gcl.NoGCLFoundError
+        No GCL in the nuclei, or the given mask encloses no hilus.
+    dcxcount.outlines.OutlineError
+        The outline cannot be read or encloses no hilus.
+    """
+    shape = next(iter(labels.values())).shape
+    if gcl_outline is not None:
+        return outline_frame(gcl_outline, shape=shape, pixel_size_um=pixel_size_um)
+    if gcl_mask is not None:
+        if np.shape(gcl_mask) != shape:
+            raise ValueError(f"the GCL mask is {np.shape(gcl_mask)} px, the section {shape} px")
+        return frame_from_gcl(np.asarray(gcl_mask, bool), pixel_size_um=pixel_size_um)
+    return find_layer_frame(labels["neun" if "neun" in labels else "dapi"], pixel_size_um=pixel_size_um,
+                            somata=labels.get("dcx"))
+
+
+def stage_dcx_cells(tracing: Tracing, *, frame: LayerFrame, rules: StagingRules = StagingRules(),
+                    corrections: Corrections = Corrections()) -> pd.DataFrame:
+    """Process features and stages of every DCX cell (step 4), a person's stage calls applied.
+
+    Parameters
+    ----------
+    tracing : Tracing
+        From :func:`dcxcount.tracing.trace_processes` (step 3).
+    frame : LayerFrame
+    rules : StagingRules
+        Its ``ml_depth`` is also where the features count ML branch points and tips.
+    corrections : Corrections
+        A person's stage calls replace the rules' for those cells.
+
+    Returns
+    -------
+    DataFrame
+        Indexed by ``cell_id``: ``FEATURE_COLUMNS``, ``stage``, ``stage_group``,
+        ``stage_margin``, ``stage_doubtful`` and ``stage_source`` ("rules" or "person").
+    """
+    features = measure_processes(tracing, frame=frame, ml_depth=rules.ml_depth)
+    staged = features.join(stage_cells(features, gcl_thickness_um=frame.thickness_um, rules=rules))
+    staged["stage_source"] = "rules"
+    for cell_id, (stage, _) in corrections.stages.items():
+        if cell_id in staged.index:
+            staged.loc[cell_id, ["stage", "stage_group", "stage_source"]] = [stage, STAGE_GROUPS[stage], "person"]
+    return staged
+
+
+def colabel_objects(labels: Mapping[str, np.ndarray], images: Mapping[str, np.ndarray], frame: LayerFrame, *,
+                    dcx_cells: pd.DataFrame, settings: CountSettings = CountSettings(),
+                    pixel_size_um: float) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Every object of every marker with its place, co-labels and phenotype (step 5).
+
+    Parameters
+    ----------
+    labels, images : dict
+        Marker -> label image, marker -> channel.
+    frame : LayerFrame
+    dcx_cells : DataFrame
+        From :func:`stage_dcx_cells`, joined onto the DCX rows by ``cell_id``.
+    settings : CountSettings
+        The co-labelling criteria.
+    pixel_size_um : float
 
     Returns
     -------
     cells : DataFrame
-        One row per object (columns in docs/output.md); ``dcx_features``
-        (indexed by ``cell_id``) is joined onto the DCX rows.
+        One row per object (columns in docs/output.md).
     thresholds : dict
         Marker -> the signal threshold used (NaN where the marker has no object).
     """
@@ -281,16 +394,77 @@ def _cells_table(labels: dict[str, np.ndarray], images: dict[str, np.ndarray], f
             table[f"{other}_positive"] = ((overlap >= settings.min_overlap_fraction)
                                           | (table[f"{other}_mean"] >= thresholds[other]))
     if "dcx" in tables:
-        tables["dcx"] = tables["dcx"].join(dcx_features, on="cell_id")
+        tables["dcx"] = tables["dcx"].join(dcx_cells, on="cell_id")
     cells = pd.concat(tables.values(), ignore_index=True)
     cells["phenotype"] = _phenotypes(cells, _panel(labels))
     return cells, thresholds
 
 
+def section_tables(cells: pd.DataFrame, *, thresholds: Mapping[str, float], frame: LayerFrame,
+                   settings: CountSettings = CountSettings(),
+                   corrections: Corrections = Corrections()) -> tuple[pd.DataFrame, dict]:
+    """The section's counts and measures (step 6), a person's exclusions applied.
+
+    Parameters
+    ----------
+    cells : DataFrame
+        From :func:`colabel_objects`.
+    thresholds : dict
+        Marker -> signal threshold used.
+    frame : LayerFrame
+    settings : CountSettings
+    corrections : Corrections
+        Excluded objects get ``excluded`` True and are not counted.
+
+    Returns
+    -------
+    cells : DataFrame
+        ``cells`` with ``excluded``.
+    summary : dict
+        One row of sections.csv without the samplesheet and image columns.
+    """
+    cells = cells.copy()
+    excluded = {key for key in corrections.excluded}
+    cells["excluded"] = [(marker, int(cell_id)) in excluded for marker, cell_id in zip(cells["marker"], cells["cell_id"])]
+    cells["counted"] = cells["counted"].astype(bool) & ~cells["excluded"]
+    markers = list(thresholds)
+    counted = cells[cells["counted"]]
+    dcx = counted[counted["marker"] == "dcx"]
+    summary = {
+        "gcl_area_mm2": frame.gcl_area_mm2,
+        "sgz_length_mm": frame.sgz_length_mm,
+        "gcl_thickness_um": frame.thickness_um,
+        "dcx_neun_count": int(dcx.get("neun_positive", pd.Series(False, index=dcx.index)).sum()),
+    }
+    for marker in markers:
+        summary[f"{marker}_count"] = int((counted["marker"] == marker).sum())
+    for stage in STAGES:
+        summary[f"stage_{stage}"] = int((dcx["stage"] == stage).sum())
+    summary["maturation_index"] = (summary["stage_E"] + summary["stage_F"]) / len(dcx) if len(dcx) else np.nan
+    summary["stage_doubtful"] = int(dcx["stage_doubtful"].astype(bool).sum()) if len(dcx) else 0
+    summary["stage_by_person"] = int((dcx["stage_source"] == "person").sum()) if len(dcx) else 0
+    summary["excluded"] = int(cells["excluded"].sum())
+    summary["dcx_per_mm2_gcl"] = summary["dcx_count"] / frame.gcl_area_mm2 if frame.gcl_area_mm2 else np.nan
+    summary.update({f"{marker}_threshold": value for marker, value in thresholds.items()})
+    summary.update(_analogue_phenotype_counts(counted))
+    summary.update(_phenotype_counts(counted, markers=[m for m in settings.phenotype_markers if m in markers],
+                                     panel=_panel(thresholds)))
+    summary.update(phenotype_percentages(pd.DataFrame([summary])).iloc[0].to_dict())
+    return cells, summary
+
+
 def count_section(section: Section, *, settings: CountSettings = CountSettings(),
-                  gcl_outline: str | os.PathLike | None = None,
+                  gcl_outline: str | os.PathLike | None = None, gcl_mask: np.ndarray | None = None,
+                  labels: Mapping[str, np.ndarray] | None = None, corrections: Corrections = Corrections(),
                   progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> SectionResult:
-    """Segment, place, stage and co-label every object in one section.
+    """Segment, place, trace, stage and co-label every object in one section.
+
+    The six steps (:func:`segment_markers`, :func:`find_frame`,
+    :func:`dcxcount.tracing.trace_processes`, :func:`stage_dcx_cells`,
+    :func:`colabel_objects`, :func:`section_tables`) in order. Labels and a GCL
+    given here, computed earlier or corrected by a person, replace the steps
+    that would make them, so a corrected section is recounted without
+    segmenting it again.
 
     Parameters
     ----------
@@ -301,6 +475,12 @@ def count_section(section: Section, *, settings: CountSettings = CountSettings()
         A person's outline of the GCL (ImageJ ROI or ROI set, GeoJSON or mask
         TIFF; see :mod:`dcxcount.outlines`), used instead of the GCL detected
         from the nuclei.
+    gcl_mask : (Y, X) bool array, optional
+        A GCL mask in memory, used the same way.
+    labels : dict, optional
+        Marker -> label image to use instead of segmenting that marker.
+    corrections : Corrections
+        A person's stage calls and excluded objects, applied on top of the rules.
     progress : callable, optional
         ``progress(fraction, message)`` as each step starts (:mod:`dcxcount.progress`).
     cancel : CancelToken, optional
@@ -312,74 +492,75 @@ def count_section(section: Section, *, settings: CountSettings = CountSettings()
         A marker's channel is missing.
     UnusableImageError
         The image is too small, or a marker's channel is blank, saturated or
-        has no finite pixel (see :func:`check_image`).
-    dcxcount.layers.NoGCLFoundError
+        has no finite pixel (see :func:`check_image`); or a given label image
+        or GCL mask does not fit the image.
+    dcxcount.gcl.NoGCLFoundError
         No granule cell layer in the nuclear channel.
     dcxcount.outlines.OutlineError
         ``gcl_outline`` cannot be read or encloses no hilus.
+    dcxcount.progress.Cancelled
+        ``cancel`` was cancelled.
     """
-    n_steps = 0
-
-    def step(name: str) -> None:
-        nonlocal n_steps
-        report(progress, cancel, n_steps / (len(images) + 3), name)
-        n_steps += 1
-
     px = section.pixel_size_um
     channel_index = _markers_to_count(section, settings)
     check_image(section, channel_index)
     images = {marker: section.data[index] for marker, index in channel_index.items()}
+    given = _given_labels(labels or {}, images, section)
+    if gcl_mask is not None and np.shape(gcl_mask) != section.data.shape[-2:]:
+        raise UnusableImageError(f"{section.path}: the GCL mask is {np.shape(gcl_mask)} px, the image "
+                                 f"{section.data.shape[-2:]} px")
     # A user's outline is read first, so a bad one fails before the slow segmentation.
     frame = None if gcl_outline is None else outline_frame(gcl_outline, shape=section.data.shape[-2:],
                                                            pixel_size_um=px)
+    to_segment = {marker: image for marker, image in images.items() if marker not in given}
+    n_steps = len(to_segment) + 4
+    found = segment_markers(to_segment, pixel_size_um=px, settings=settings, cancel=cancel,
+                            progress=sub_progress(progress, 0.0, len(to_segment) / n_steps))
+    labels = {marker: given[marker] if marker in given else found[marker] for marker in images}
 
-    labels = {}
-    for marker, image in images.items():
-        step(f"segment {marker}")
-        engine = load_engine(settings.marker_models.get(marker, settings.model), kind=kind_of_marker(marker))
-        labels[marker] = engine.segment(image, pixel_size_um=px)
+    def step(done: int, name: str) -> None:
+        report(progress, cancel, (len(to_segment) + done) / n_steps, name)
 
-    step("layer frame")
+    step(0, "layer frame")
     if frame is None:
-        frame = find_layer_frame(labels["neun" if "neun" in labels else "dapi"], pixel_size_um=px,
-                                 somata=labels["dcx"])
-
-    step("morphology")
-    features, processes = process_features(images["dcx"], labels["dcx"], frame, ml_depth=settings.staging.ml_depth,
-                                           return_skeleton=True)
-    stages = stage_cells(features, gcl_thickness_um=frame.thickness_um, rules=settings.staging)
-
-    step("tables")
-    cells, thresholds = _cells_table(labels, images, frame, dcx_features=features.join(stages),
-                                     settings=settings, pixel_size_um=px)
-
-    counted = cells[cells["counted"]]
-    dcx = counted[counted["marker"] == "dcx"]
+        frame = find_frame(labels, pixel_size_um=px, gcl_mask=gcl_mask)
+    step(1, "trace processes")
+    tracing = trace_processes(images["dcx"], labels["dcx"], frame, settings=settings.tracing)
+    step(2, "stages")
+    dcx_cells = stage_dcx_cells(tracing, frame=frame, rules=settings.staging, corrections=corrections)
+    step(3, "co-labels and tables")
+    cells, thresholds = colabel_objects(labels, images, frame, dcx_cells=dcx_cells, settings=settings,
+                                        pixel_size_um=px)
+    cells, counts = section_tables(cells, thresholds=thresholds, frame=frame, settings=settings,
+                                   corrections=corrections)
     summary = {
         "pixel_size_um": px,
         "projection": section.projection,
         "nonfinite_px": section.nonfinite_px,
         "channels": ";".join(f"{m}={section.channel_names[i]}" for m, i in channel_index.items()),
-        "gcl_source": "detected" if gcl_outline is None else str(gcl_outline),
-        "gcl_area_mm2": frame.gcl_area_mm2,
-        "sgz_length_mm": frame.sgz_length_mm,
-        "gcl_thickness_um": frame.thickness_um,
-        "dcx_neun_count": int(dcx.get("neun_positive", pd.Series(False, index=dcx.index)).sum()),
+        "gcl_source": "detected" if gcl_outline is None and gcl_mask is None else
+                      "mask" if gcl_outline is None else str(gcl_outline),
+        **counts,
     }
-    for marker in labels:
-        summary[f"{marker}_count"] = int((counted["marker"] == marker).sum())
-    for stage in STAGES:
-        summary[f"stage_{stage}"] = int((dcx["stage"] == stage).sum())
-    summary["maturation_index"] = (summary["stage_E"] + summary["stage_F"]) / len(dcx) if len(dcx) else np.nan
-    summary["stage_doubtful"] = int(dcx["stage_doubtful"].astype(bool).sum()) if len(dcx) else 0
-    summary["dcx_per_mm2_gcl"] = summary["dcx_count"] / frame.gcl_area_mm2 if frame.gcl_area_mm2 else np.nan
-    summary.update({f"{marker}_threshold": value for marker, value in thresholds.items()})
-    summary.update(_analogue_phenotype_counts(counted))
-    summary.update(_phenotype_counts(counted, markers=[m for m in settings.phenotype_markers if m in labels],
-                                     panel=_panel(labels)))
-    summary.update(phenotype_percentages(pd.DataFrame([summary])).iloc[0].to_dict())
-    report(progress, cancel, 1.0, "done")
-    return SectionResult(cells=cells, summary=summary, labels=labels, frame=frame, processes=processes)
+    report(progress, None, 1.0, "done")
+    return SectionResult(cells=cells, summary=summary, labels=labels, frame=frame, processes=tracing.image,
+                         corrections=corrections)
+
+
+def _given_labels(labels: Mapping[str, np.ndarray], images: Mapping[str, np.ndarray],
+                  section: Section) -> dict[str, np.ndarray]:
+    """Label images given for the section's markers, checked against its image."""
+    given = {}
+    for marker, image in labels.items():
+        if marker not in images:
+            continue  # a marker this count does not count (its channel is not in the file)
+        image = np.asarray(image)
+        if image.shape != section.data.shape[-2:] or image.dtype.kind not in "iu":
+            raise UnusableImageError(f"{section.path}: the {marker} labels are a {image.dtype} image of "
+                                     f"{image.shape} px; the section needs whole-number labels of "
+                                     f"{section.data.shape[-2:]} px")
+        given[marker] = image.astype(np.int32, copy=False)
+    return given
 
 
 def _analogue_phenotype_counts(counted: pd.DataFrame) -> dict[str, int]:

@@ -60,13 +60,11 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .appearance import Appearance, sample_params
+from .vocabulary import ANALOGUES, STAGE_GROUPS, STAGES
 
 __all__ = ["SynthParams", "SynthSection", "make_section", "write_section", "read_truth", "make_study"]
 
 _DISPLAY_NAMES = {"dcx": "DCX", "neun": "NeuN", "dapi": "DAPI", "brdu": "BrdU", "edu": "EdU"}
-_ANALOGUES = ("brdu", "edu")
-_STAGES = ("A", "B", "C", "D", "E", "F")
-_STAGE_GROUPS = ("proliferative",) * 2 + ("intermediate",) * 2 + ("postmitotic",) * 2
 
 # Relative chance per stage A..F; immature cells cluster, mature ones carry NeuN.
 _CLUSTER_WEIGHT = np.array([3.0, 3.0, 2.0, 1.0, 0.5, 0.5])
@@ -195,7 +193,7 @@ class SynthParams:
             raise ValueError(f"unknown markers {unknown}; known: {sorted(_DISPLAY_NAMES)}")
         if len(set(self.markers)) != len(self.markers):
             raise ValueError(f"markers repeat: {self.markers}")
-        if sum(m in _ANALOGUES for m in self.markers) > 1:
+        if sum(m in ANALOGUES for m in self.markers) > 1:
             raise ValueError("a panel holds at most one thymidine analogue (brdu or edu)")
         if len(self.stage_mix) != 6 or min(self.stage_mix) < 0 or sum(self.stage_mix) <= 0:
             raise ValueError("stage_mix needs 6 non-negative weights (A..F) with a positive sum")
@@ -208,7 +206,7 @@ class SynthParams:
     @property
     def analogue(self) -> str | None:
         """The thymidine analogue marker in the panel, if any."""
-        return next((m for m in self.markers if m in _ANALOGUES), None)
+        return next((m for m in self.markers if m in ANALOGUES), None)
 
 
 @dataclass
@@ -525,7 +523,7 @@ def _grow_processes(arc: _Arc, cell: _Dcx, rng: np.random.Generator) -> None:
     """Draw the processes of one cell according to its stage (A-F)."""
     tree = _TreeBuilder(arc, cell, rng)
     u = rng.uniform
-    stage = _STAGES[cell.stage]
+    stage = STAGES[cell.stage]
     if stage == "A":
         if u() < 0.5:
             tree.primary(u(-np.pi, np.pi), length_um=u(2.0, 5.5))
@@ -1376,7 +1374,7 @@ def _marker_labels(params: SynthParams, soma: np.ndarray, nuc: np.ndarray,
         if marker == "dcx":
             labels[marker] = soma
         else:
-            member = colabels["brdu" if marker in _ANALOGUES else marker]
+            member = colabels["brdu" if marker in ANALOGUES else marker]
             labels[marker] = np.where(member[nuc], nuc, 0).astype(np.int32)
     return labels
 
@@ -1416,12 +1414,12 @@ def _cells_table(params: SynthParams, arc: _Arc, dcx: list[_Dcx], keep_dcx: np.n
             table = rows_for(marker, ids, s_count, s_rows, s_cols)
             kept = [c for c, k in zip(dcx, keep_dcx) if k]
             features = pd.DataFrame([_tree_features(arc, c, float(d)) for c, d in zip(kept, table["depth"])])
-            table["stage"] = [_STAGES[c.stage] for c in kept]
-            table["stage_group"] = [_STAGE_GROUPS[c.stage] for c in kept]
+            table["stage"] = [STAGES[c.stage] for c in kept]
+            table["stage_group"] = [STAGE_GROUPS[STAGES[c.stage]] for c in kept]
             for column in features:
                 table[column] = features[column].to_numpy()
         else:
-            member = colabels["brdu" if marker in _ANALOGUES else marker]
+            member = colabels["brdu" if marker in ANALOGUES else marker]
             table = rows_for(marker, np.flatnonzero(member), count, rows, cols)
         tables.append(table)
     return _tidy(pd.concat(tables, ignore_index=True) if tables else pd.DataFrame())

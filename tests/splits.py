@@ -24,15 +24,15 @@ from __future__ import annotations
 
 # conftest's small study: make_study(seed=STUDY), 2 groups x 2 animals x 2 sections.
 STUDY = 70_001
-# tests/test_layers.py: the frame from the true labels, 512^2 px at 1 um. The tests run
+# tests/test_gcl.py: the frame from the true labels, 512^2 px at 1 um. The tests run
 # the first three; all six measured the documented figures and their spread.
 LAYERS = (70_101, 70_102, 70_103, 70_104, 70_105, 70_106)
-# tests/test_layers.py, 768^2 px at 0.65 um.
+# tests/test_gcl.py, 768^2 px at 0.65 um.
 LAYERS_20X = (70_111, 70_112)
 # Issue 4's staging measure (count_section, 768^2 px at 0.65 um, DCX + NeuN), all eight at each
 # density in the test as in `benchmarks/staging.py --first-seed 70201 --sections 8`.
 STAGING = (70_201, 70_202, 70_203, 70_204, 70_205, 70_206, 70_207, 70_208)
-# tests/test_morphology.py: tracing and staging on the true somata, 512^2 px at 0.65 um, 150
+# tests/test_staging.py: tracing and staging on the true somata, 512^2 px at 0.65 um, 150
 # DCX cells per mm SGZ.
 STAGING_TRUE_SOMATA = (70_211, 70_212, 70_213, 70_214, 70_215, 70_216)
 # tests/test_colabel.py's study: two animals x three sections.

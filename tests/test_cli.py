@@ -373,7 +373,7 @@ def test_a_users_outline_replaces_the_detected_gcl(tmp_path):
     import roifile
     from scipy import ndimage as ndi
 
-    from dcxcount.layers import frame_from_gcl
+    from dcxcount.gcl import frame_from_gcl
     from dcxcount.synth import write_section
 
     from .test_outlines import mask_rings, write_geojson, write_roi_zip

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from dcxcount.io import Section
-from dcxcount.layers import find_layer_frame
+from dcxcount.gcl import find_layer_frame
 from dcxcount.metrics import match_centroids
-from dcxcount.pipeline import CountSettings, _cells_table, _overlap_fractions, count_section
+from dcxcount.pipeline import CountSettings, _overlap_fractions, colabel_objects, count_section
 from dcxcount.synth import SynthParams, make_section
 
 from .splits import COLABEL
@@ -31,8 +31,8 @@ def _tables_from_truth(section, labels, settings=CountSettings()):
     """The tables step run on given label images (the truth standing in for segmentation)."""
     images = {marker: section.image[i] for i, marker in enumerate(section.params.markers)}
     frame = find_layer_frame(section.labels["neun"], pixel_size_um=section.pixel_size_um)
-    return _cells_table(labels, images, frame, dcx_features=NO_FEATURES, settings=settings,
-                        pixel_size_um=section.pixel_size_um)
+    return colabel_objects(labels, images, frame, dcx_cells=NO_FEATURES, settings=settings,
+                           pixel_size_um=section.pixel_size_um)
 
 
 def _calls_against_truth(cells, truth, marker, others):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from dcxcount.io import KNOWN_MARKERS, Section, SectionReadError, match_channels, read_section
+from dcxcount.io import Section, SectionReadError, match_channels, read_section
+from dcxcount.vocabulary import KNOWN_MARKERS
 
 FIX = re.escape("--pixel-size-um")
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from dcxcount.batch import section_key
-from dcxcount.study import read_samplesheet
+from dcxcount.samplesheet import read_samplesheet
 
 # Text a person types into a cell: no control characters (a CSV row cannot hold a
 # line break unquoted and the row numbers would shift), no surrogates or private use.

@@ -142,7 +142,7 @@ def test_training_learns_blobs():
         samples.append(TrainingSample(image=image, labels=labels, pixel_size_um=0.6))
     losses = []
     model = train_specialist(samples, kind="nuclear", widths=(8, 16, 32), n_steps=150, batch_size=4, learning_rate=1e-2,
-                             crop_px=96, seed=0, progress=lambda step, total, message: losses.append(message))
+                             crop_px=96, seed=0, progress=lambda fraction, message: losses.append(message))
     assert len(losses) == 150
     masks = model.segment(samples[0].image, pixel_size_um=0.6)
     score = detection_scores(masks, samples[0].labels, pixel_size_um=0.6, max_distance_um=3)

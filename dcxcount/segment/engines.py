@@ -26,9 +26,10 @@ from typing import Protocol
 
 import numpy as np
 
+from ..vocabulary import kind_of_marker
 from .specialist import OBJECT_DIAMETER_UM, bundled_model_path, load_specialist
 
-__all__ = ["Engine", "ModelNotAvailableError", "load_engine", "kind_of_marker", "check_cellpose_file",
+__all__ = ["Engine", "ModelNotAvailableError", "load_engine", "model_file", "kind_of_marker", "check_cellpose_file",
            "OBJECT_DIAMETER_UM"]
 
 
@@ -38,11 +39,6 @@ class ModelNotAvailableError(RuntimeError):
 
 class Engine(Protocol):
     def segment(self, image: np.ndarray, *, pixel_size_um: float) -> np.ndarray: ...
-
-
-def kind_of_marker(marker: str) -> str:
-    """Object kind a marker's stain labels: DCX somata or nuclei (every other marker)."""
-    return "dcx" if marker == "dcx" else "nuclear"
 
 
 @dataclass
@@ -134,6 +130,15 @@ def cellpose_weights_path() -> Path | None:
         if candidate.is_file() and candidate.stat().st_size > 0:
             return candidate
     return None
+
+
+def model_file(name: str, *, kind: str) -> Path | None:
+    """The weights file an engine name stands for (None for Cellpose-SAM weights not on this machine)."""
+    if name == "specialist":
+        return bundled_model_path(kind)
+    if name == "cpsam":
+        return cellpose_weights_path()
+    return Path(os.path.expanduser(name))
 
 
 @functools.lru_cache(maxsize=8)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -27,15 +27,16 @@ import torch
 from cellpose import dynamics
 
 from ..appearance import FAMILIES, sample_params
-from ..io import KNOWN_MARKERS, SectionReadError, match_channels, read_section
+from ..io import SectionReadError, match_channels, read_section
+from ..progress import CancelToken, ProgressCallback, report
 from ..metrics import Detection, average_precision, detection_scores
+from ..vocabulary import KNOWN_MARKERS
 from .engines import kind_of_marker
 from .network import FlowUNet
 from .rescale import nearest_resize, normalize_image, resize_image
 from .specialist import SpecialistModel
 
-__all__ = ["TrainingSample", "prepare_sample", "train_specialist", "synthetic_samples", "ProgressCallback",
-           "LabelledSection", "TrainingDataError", "read_labelled_sections", "split_sections", "score_model",
+__all__ = ["TrainingSample", "prepare_sample", "train_specialist", "synthetic_samples", "LabelledSection", "TrainingDataError", "read_labelled_sections", "split_sections", "score_model",
            "file_sha256", "FINE_TUNE_STEPS", "FINE_TUNE_LEARNING_RATE"]
 
 FINE_TUNE_STEPS = 300
@@ -49,9 +50,6 @@ rate, so the base model's features are adjusted rather than overwritten."""
 # NAME_labels_MARKER.tif(f); the name may itself contain underscores.
 _LABEL_FILE = re.compile(r"^(?P<name>.+)_labels_(?P<marker>[A-Za-z0-9]+)\.tiff?$", re.IGNORECASE)
 _IMAGE_SUFFIXES = (".ome.tif", ".ome.tiff", ".tif", ".tiff")
-
-ProgressCallback = Callable[[int, int, str], None]
-"""Called as ``progress(done, total, message)``."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +135,8 @@ def train_specialist(samples: Sequence[TrainingSample], *, kind: str,
                      n_steps: int = 1500, batch_size: int = 8, crop_px: int = 128,
                      learning_rate: float = 2e-3, seed: int = 0,
                      freeze_batchnorm: bool | None = None,
-                     progress: ProgressCallback | None = None) -> SpecialistModel:
+                     progress: ProgressCallback | None = None,
+                     cancel: CancelToken | None = None) -> SpecialistModel:
     """Train (or fine-tune, given ``base``) a specialist model.
 
     Parameters
@@ -158,8 +157,9 @@ def train_specialist(samples: Sequence[TrainingSample], *, kind: str,
     freeze_batchnorm : bool, optional
         Keep the BatchNorm running statistics (and use them in training) instead
         of re-estimating them from the batches. Default: frozen when fine-tuning.
-    progress : callable, optional
-        ``progress(step, n_steps, message)`` after each step.
+    progress, cancel
+        ``progress(fraction, message)`` after each step; ``cancel`` checked
+        before each (:mod:`dcxcount.progress`).
 
     Returns
     -------
@@ -192,6 +192,7 @@ def train_specialist(samples: Sequence[TrainingSample], *, kind: str,
                                                    total_steps=n_steps, pct_start=0.1)
     recent: list[float] = []
     for step in range(1, n_steps + 1):
+        report(None, cancel, 0.0, "")
         images, targets = _batch(prepared, batch_size=batch_size, crop_px=crop_px, rng=rng)
         loss = _loss(net(images.to(memory_format=torch.channels_last)), targets)
         optimizer.zero_grad(set_to_none=True)
@@ -199,8 +200,7 @@ def train_specialist(samples: Sequence[TrainingSample], *, kind: str,
         optimizer.step()
         schedule.step()
         recent = (recent + [loss.item()])[-50:]
-        if progress is not None:
-            progress(step, n_steps, f"loss {np.mean(recent):.3f}")
+        report(progress, None, step / n_steps, f"loss {np.mean(recent):.3f}")
     net.eval()
     return SpecialistModel(net=net, kind=kind, pixel_size_um=model_pixel_size_um,
                            info={"final_loss": float(np.mean(recent))})

@@ -1,12 +1,12 @@
 """The layer frame from the true labels of synthetic sections, against the generator's truth.
 
 Prints per seed the figures docs/validation.md gives under "Layer frame" and that
-tests/test_layers.py asserts: GCL IoU, area error, median |depth error|, median radial
+tests/test_gcl.py asserts: GCL IoU, area error, median |depth error|, median radial
 angle, thickness error, SGZ length error. The tests' bars come from this script run on
 the frozen test split (tests/splits.py):
 
-    python benchmarks/layers.py                                  # tests.splits.LAYERS, 512^2 px, 1 um
-    python benchmarks/layers.py --seeds 70111 70112 --size-px 768 --pixel-size-um 0.65
+    python benchmarks/gcl.py                                  # tests.splits.LAYERS, 512^2 px, 1 um
+    python benchmarks/gcl.py --seeds 70111 70112 --size-px 768 --pixel-size-um 0.65
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dcxcount.layers import find_layer_frame  # noqa: E402
+from dcxcount.gcl import find_layer_frame  # noqa: E402
 from dcxcount.synth import SynthParams, make_section  # noqa: E402
 
 

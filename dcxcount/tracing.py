@@ -1,4 +1,4 @@
-"""DCX+ cell morphology: processes traced from the DCX channel, features and stages A-F.
+"""Tracing each DCX+ cell's processes in the DCX channel, and deciding which soma owns each stretch.
 
 Tracing
     Processes are ridges of the DCX signal (Sato tubeness filter with a
@@ -43,18 +43,19 @@ Ownership
     the whole of the one walk that reached it (the other end is no root), or of
     the cell with no other process when the other has one; otherwise it is split
     at its midpoint. Stretches reached from no soma are not counted.
-Stages
-    :func:`stage_cells` applies :class:`StagingRules` (Pluempe et al. 2006,
-    docs/biology.md) and reports how close each call came to a threshold.
+Ownership strategy
+    The walk above is :func:`walk_ownership`. :func:`trace_processes` takes any
+    callable of the same signature instead (``ownership=``), so that a
+    benchmark can resolve ownership another way (e.g. with a synthetic
+    section's truth) without touching this module.
 """
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from scipy import ndimage as ndi
 from scipy import sparse
 from scipy.sparse import csgraph
@@ -62,248 +63,202 @@ from scipy.spatial import cKDTree
 from skan.csr import skeleton_to_csgraph
 from skimage import draw, filters, measure, morphology, segmentation
 
-from .layers import LayerFrame
+from .gcl import LayerFrame
 
-__all__ = ["FEATURE_COLUMNS", "STAGE_GROUPS", "StagingRules", "process_features", "stage_cells"]
-
-STAGE_GROUPS = {"A": "proliferative", "B": "proliferative", "C": "intermediate",
-                "D": "intermediate", "E": "postmitotic", "F": "postmitotic"}
-
-FEATURE_COLUMNS = ("process_length_um", "longest_path_um", "n_primary", "n_branch_points",
-                   "n_branch_points_ml", "n_tips", "n_tips_ml", "max_depth", "process_angle_deg",
-                   "process_shared_um", "somata_crossed")
+__all__ = ["TracingSettings", "Tracing", "CellTrace", "SomaGraph", "Trace", "Ownership", "trace_processes",
+           "walk_ownership"]
 
 
 @dataclass(frozen=True)
-class StagingRules:
-    """Thresholds of the stage rules; the defaults are docs/biology.md's typical cut-offs.
-
-    The rules are tried in order; the first that holds gives the stage:
-
-    1. A: ``longest_path_um < stub_um``;
-    2. F: the cell reaches the ML (``max_depth > ml_depth``) with at least
-       ``f_min_branch_points`` branch points or ``f_min_tips`` tips beyond ``ml_depth``;
-    3. E: reaches the ML with a branch point there;
-    4. D: reaches the ML;
-    5. B: the main process is tangential (``process_angle_deg > radial_max_angle_deg``),
-       or it is short (``longest_path_um < short_fraction * GCL thickness``) *and* ends
-       in the inner GCL (``max_depth < inner_gcl_depth``);
-    6. C: otherwise (a radial process that runs into the GCL but not into the ML).
-
-    Why B needs short *and* shallow: docs/biology.md defines C by where its process
-    goes (radially into the GCL) and B by its process being short or tangential.
-    Path length alone misjudges a radial process from a soma that already sits
-    some way into the GCL: 20 um of radial process from a soma at depth 0.3 end
-    half-way through the GCL, which is C, yet count as short against a 70 um
-    layer. A radial process is therefore B only when it is both short and stays
-    in the inner part of the GCL, the SGZ band and inner third where DCX somata
-    sit; ``inner_gcl_depth`` 0.4 is that third plus a little room for the depth
-    map's error. The synthetic generator draws C this way too (radial, ending at
-    depth 0.5-0.9, 14-35 um from an SGZ soma at 70 um thickness).
+class TracingSettings:
+    """Every setting of the tracing (recorded in settings.json and in the resume fingerprint).
 
     Attributes
     ----------
-    stub_um : float
-        A: longest path from the soma shorter than this.
-    short_fraction : float
-        B: longest path shorter than this fraction of the GCL thickness...
-    inner_gcl_depth : float
-        ...while the cell stays shallower than this layer depth; or
-    radial_max_angle_deg : float
-        ...main process more than this far from the radial direction (tangential).
-    ml_depth : float
-        Layer depth of the GCL/ML border; processes beyond it reach the ML. Give
-        the same value to :func:`process_features`, which counts the branch points
-        and tips beyond it.
-    f_min_branch_points, f_min_tips : int
-        F: at least this many branch points, or tips, beyond ``ml_depth``.
-    doubtful_shared_um : float
-        Not a stage rule: a call is flagged ``stage_doubtful`` when more than this
-        length of the cell's processes is also held by another cell's trace
-        (``process_shared_um``), or its processes run across another soma
-        (``somata_crossed`` > 0). On synthetic sections such calls are right far
-        less often (docs/validation.md, DCX staging); their share per animal shows
-        whether crowding, which grows with the density of DCX cells, differs between
-        groups.
+        ridge_sigma_um : float
+            Scale of the tubeness filter: about a dendrite's imaged half-width or more.
+        ridge_low_sd, ridge_high_sd : float
+            Hysteresis thresholds of the ridge response, in robust standard
+            deviations above its median, so they adapt to each section's noise.
+        soma_clip_percentile : float
+            Somata are flattened to this percentile of the intensity outside them
+            before the ridge filter, about the brightness of the processes, so that
+            a soma's bright edge does not drown the root of a process leaving it.
+        min_process_area_um2 : float
+            Smaller isolated ridge fragments are noise.
+        soma_reach_um : float
+            Processes starting this close to a soma's edge touch it.
+        max_gap_um, max_gap_turn_deg : float
+            The tubeness response dips where a process forks or fades for a moment,
+            so the skeleton breaks there; a free tip is joined to the nearest other
+            piece of process skeleton at most this far ahead of it and this far off
+            its heading.
+        max_facing_gap_um : float
+            Two free tips facing each other (each within ``max_gap_turn_deg`` of the
+            line between them) are one process fading for a stretch, joined across
+            a gap up to this long.
+        min_branch_um : float
+            Terminal branches shorter than this, from their tip to the branch point
+            or soma they hang from, are skeleton spurs and are pruned.
+        heading_um : float
+            Stretch of skeleton over which a branch's direction is taken; junctions
+            closer together than half of it are one junction.
+        max_fused_um : float
+            Longest stretch over which two processes crossing at a shallow angle or
+            running side by side fuse into one skeleton branch (a few um of contact
+            over the sine of the crossing angle).
+        max_turn_deg : float
+            Largest turn a process takes at a junction (a fork's branches, a bend).
+        max_through_turn_deg : float
+            Largest turn of a process running straight across a soma or a crossing.
+        max_root_turn_deg : float
+            A root points away from its soma's centre by at most this angle.
+        tie_cosine : float
+            How much straighter (in cosine) a process running across a soma must be
+            than one growing out of that soma's centre to be the passing cell's alone.
     """
 
-    stub_um: float = 10.0
-    short_fraction: float = 0.5
-    inner_gcl_depth: float = 0.4
-    radial_max_angle_deg: float = 45.0
-    ml_depth: float = 1.0
-    f_min_branch_points: int = 2
-    f_min_tips: int = 3
-    doubtful_shared_um: float = 6.0
+    ridge_sigma_um: float = 1.25
+    ridge_low_sd: float = 2.5
+    ridge_high_sd: float = 5.0
+    soma_clip_percentile: float = 97.0
+    min_process_area_um2: float = 4.0
+    soma_reach_um: float = 1.5
+    min_branch_um: float = 3.0
+    max_gap_um: float = 6.0
+    max_gap_turn_deg: float = 30.0
+    max_facing_gap_um: float = 10.0
+    heading_um: float = 8.0
+    max_fused_um: float = 15.0
+    max_turn_deg: float = 60.0
+    max_through_turn_deg: float = 30.0
+    max_root_turn_deg: float = 45.0
+    tie_cosine: float = 0.05
 
 
-def process_features(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
-                     ridge_sigma_um: float = 1.25, ridge_low_sd: float = 2.5, ridge_high_sd: float = 5.0,
-                     soma_clip_percentile: float = 97.0,
-                     min_process_area_um2: float = 4.0, soma_reach_um: float = 1.5, min_branch_um: float = 3.0,
-                     max_gap_um: float = 6.0, max_gap_turn_deg: float = 30.0, max_facing_gap_um: float = 10.0,
-                     heading_um: float = 8.0, max_fused_um: float = 15.0,
-                     max_turn_deg: float = 60.0, max_through_turn_deg: float = 30.0,
-                     max_root_turn_deg: float = 45.0, tie_cosine: float = 0.05,
-                     ml_depth: float = 1.0,
-                     return_skeleton: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
-    """Trace the processes of every DCX soma and measure them.
+@dataclass
+class CellTrace:
+    """One cell's traced processes as a graph: the soma and the process nodes its walks reached.
+
+    Attributes
+    ----------
+    nodes : 1-D int array
+        Node indices into the section's :class:`SomaGraph`, the soma first.
+    adjacency : sparse matrix
+        Edge lengths (um) among ``nodes``, with the joins the cell's processes make over other somata.
+    along : sparse matrix
+        The same without those joins: the skeleton itself.
+    distance_um : 1-D array
+        Path length from the soma's edge to each node.
+    """
+
+    nodes: np.ndarray
+    adjacency: sparse.csr_matrix
+    along: sparse.csr_matrix
+    distance_um: np.ndarray
+
+
+@dataclass
+class Tracing:
+    """A section's traced processes.
+
+    Attributes
+    ----------
+    labels : 1-D int array
+        The soma labels (``cell_id``), sorted; ``cells`` and ``centroids`` follow them.
+    centroids : (N, 2) array
+        Soma centroids, px (y, x).
+    graph : SomaGraph
+        The skeleton as a graph.
+    traces : list of Trace
+        What each cell's walk reached (the ownership strategy's answer).
+    cells : list of CellTrace or None
+        Each cell's reached process graph; None where it has no process.
+    image : (Y, X) int32 array
+        Each traced process pixel holds the ``cell_id`` of its cell (a pixel two
+        cells share, the higher one); what the section folder saves as ``processes.tif``.
+    """
+
+    labels: np.ndarray
+    centroids: np.ndarray
+    graph: SomaGraph
+    traces: list[Trace]
+    cells: list[CellTrace | None]
+    image: np.ndarray
+
+
+Ownership = Callable[["SomaGraph", TracingSettings], list["Trace"]]
+"""Decides which skeleton nodes each soma owns: ``ownership(graph, settings) -> traces``, one per soma."""
+
+
+def walk_ownership(graph: SomaGraph, settings: TracingSettings) -> list[Trace]:
+    """The documented walk (module docstring, "Ownership"): each soma's processes followed outwards."""
+    return graph.trace_cells(heading_um=settings.heading_um, max_fused_um=settings.max_fused_um,
+                             max_turn_deg=settings.max_turn_deg, max_through_turn_deg=settings.max_through_turn_deg,
+                             max_root_turn_deg=settings.max_root_turn_deg, tie_cosine=settings.tie_cosine)
+
+
+def trace_processes(dcx: np.ndarray, somata: np.ndarray, frame: LayerFrame, *,
+                    settings: TracingSettings = TracingSettings(),
+                    ownership: Ownership = walk_ownership) -> Tracing:
+    """Trace the processes of every DCX soma.
 
     Parameters
     ----------
     dcx : (Y, X) array
         DCX channel.
     somata : (Y, X) int array
-        Segmented DCX somata.
+        DCX somata, computed or corrected; a label's value is its ``cell_id``.
     frame : LayerFrame
-        The section's layer frame (depth and radial direction).
-    ridge_sigma_um : float
-        Scale of the tubeness filter: about a dendrite's imaged half-width or more.
-    ridge_low_sd, ridge_high_sd : float
-        Hysteresis thresholds of the ridge response, in robust standard
-        deviations above its median, so they adapt to each section's noise.
-    soma_clip_percentile : float
-        Somata are flattened to this percentile of the intensity outside them
-        before the ridge filter, about the brightness of the processes, so that
-        a soma's bright edge does not drown the root of a process leaving it.
-    min_process_area_um2 : float
-        Smaller isolated ridge fragments are noise.
-    soma_reach_um : float
-        Processes starting this close to a soma's edge touch it.
-    max_gap_um, max_gap_turn_deg : float
-        The tubeness response dips where a process forks or fades for a moment,
-        so the skeleton breaks there; a free tip is joined to the nearest other
-        piece of process skeleton at most this far ahead of it and this far off
-        its heading.
-    max_facing_gap_um : float
-        Two free tips facing each other (each within ``max_gap_turn_deg`` of the
-        line between them) are one process fading for a stretch, joined across
-        a gap up to this long.
-    min_branch_um : float
-        Terminal branches shorter than this, from their tip to the branch point
-        or soma they hang from, are skeleton spurs and are pruned.
-    heading_um : float
-        Stretch of skeleton over which a branch's direction is taken; junctions
-        closer together than half of it are one junction.
-    max_fused_um : float
-        Longest stretch over which two processes crossing at a shallow angle or
-        running side by side fuse into one skeleton branch (a few um of contact
-        over the sine of the crossing angle).
-    max_turn_deg : float
-        Largest turn a process takes at a junction (a fork's branches, a bend).
-    max_through_turn_deg : float
-        Largest turn of a process running straight across a soma or a crossing.
-    max_root_turn_deg : float
-        A root points away from its soma's centre by at most this angle.
-    tie_cosine : float
-        How much straighter (in cosine) a process running across a soma must be
-        than one growing out of that soma's centre to be the passing cell's alone.
-    ml_depth : float
-        Layer depth beyond which branch points and tips count as in the ML; give
-        ``StagingRules.ml_depth``. Recorded in ``attrs["ml_depth"]`` of the result.
-    return_skeleton : bool
-        Also return the traced processes as an image (for QC overlays).
+        The section's layer frame (its pixel size).
+    settings : TracingSettings
+    ownership : callable
+        Who owns each stretch of skeleton (default :func:`walk_ownership`).
 
     Returns
     -------
-    features : pandas.DataFrame
-        Indexed by soma label; columns ``FEATURE_COLUMNS``. Lengths in um along
-        the skeleton, from the soma's edge: ``process_length_um`` all of the
-        cell's processes, ``longest_path_um`` to its farthest point; ``n_primary``
-        the processes leaving the soma; ``n_branch_points`` and ``n_tips`` after
-        spur pruning, ``*_ml`` those beyond ``ml_depth``; ``max_depth`` the deepest
-        layer depth of soma centre or processes; ``process_angle_deg`` the angle
-        (0-90) between the line from the soma centre to the farthest process point
-        and the local radial direction. Two measures of how much the ownership of
-        the processes is in doubt, not used by the stage rules:
-        ``process_shared_um``, the length of the cell's processes that another
-        cell's trace also holds (fused or merging processes, shared crossings of
-        a soma), and ``somata_crossed``, how often its processes run across another
-        soma (a root hidden under a touching neighbour counts too).
-    skeleton : (Y, X) int32 array
-        Only with ``return_skeleton``: each cell's traced process pixels carry its
-        soma label (a pixel two cells share, the higher label).
+    Tracing
     """
+    s = settings
     px = frame.pixel_size_um
     labels = np.unique(somata[somata > 0])
-    features = pd.DataFrame(0.0, index=pd.Index(labels, name="cell_id"), columns=list(FEATURE_COLUMNS))
-    features.attrs["ml_depth"] = ml_depth
     traced = np.zeros(somata.shape, np.int32)
     if len(labels) == 0:
-        return (features, traced) if return_skeleton else features
+        return Tracing(labels=labels, centroids=np.zeros((0, 2)), graph=None, traces=[], cells=[], image=traced)
     centroids = np.array([p.centroid for p in measure.regionprops(somata)])
-    soma_depth = frame.depth[tuple(np.round(centroids).astype(int).T)]
-    features["max_depth"] = soma_depth
 
     # The tubeness response dips where a thin process meets its bright soma;
     # a slightly grown soma bridges that gap, and somata flattened to the
     # brightness of the processes around them narrow it.
-    grown = segmentation.expand_labels(somata, distance=soma_reach_um / px)
+    grown = segmentation.expand_labels(somata, distance=s.soma_reach_um / px)
     image = np.asarray(dcx, np.float32)
-    ceiling = np.percentile(image[grown == 0], soma_clip_percentile) if (grown == 0).any() else np.inf
+    ceiling = np.percentile(image[grown == 0], s.soma_clip_percentile) if (grown == 0).any() else np.inf
     image = np.where(grown > 0, np.minimum(image, ceiling), image)
-    processes = _ridge_mask(image, pixel_size_um=px, sigma_um=ridge_sigma_um,
-                            low_sd=ridge_low_sd, high_sd=ridge_high_sd, min_area_um2=min_process_area_um2)
+    processes = _ridge_mask(image, pixel_size_um=px, sigma_um=s.ridge_sigma_um,
+                            low_sd=s.ridge_low_sd, high_sd=s.ridge_high_sd, min_area_um2=s.min_process_area_um2)
     skeleton = morphology.skeletonize(processes | (grown > 0))
-    skeleton = _bridge_gaps(skeleton, grown > 0, pixel_size_um=px, max_gap_um=max_gap_um,
-                            max_gap_turn_deg=max_gap_turn_deg, max_facing_gap_um=max_facing_gap_um,
-                            heading_um=heading_um)
-    graph = _SomaGraph.from_skeleton(skeleton, grown, labels=labels, centroids=centroids, pixel_size_um=px)
+    skeleton = _bridge_gaps(skeleton, grown > 0, pixel_size_um=px, max_gap_um=s.max_gap_um,
+                            max_gap_turn_deg=s.max_gap_turn_deg, max_facing_gap_um=s.max_facing_gap_um,
+                            heading_um=s.heading_um)
+    graph = SomaGraph.from_skeleton(skeleton, grown, labels=labels, centroids=centroids, pixel_size_um=px)
     # The tubeness filter also answers to a soma's rim, out to about two filter
     # scales, and the skeleton of that halo sticks out of the soma like a stub.
-    graph.prune_spurs(min_branch_um=min_branch_um, min_root_um=min_branch_um + 2 * ridge_sigma_um)
-    traces = graph.trace_cells(heading_um=heading_um, max_fused_um=max_fused_um, max_turn_deg=max_turn_deg,
-                               max_through_turn_deg=max_through_turn_deg, max_root_turn_deg=max_root_turn_deg,
-                               tie_cosine=tie_cosine)
-
-    dy, dx = frame.radial_direction()
-    claims = np.bincount(np.concatenate([trace.nodes for trace in traces]).astype(int), minlength=graph.n_nodes)
+    graph.prune_spurs(min_branch_um=s.min_branch_um, min_root_um=s.min_branch_um + 2 * s.ridge_sigma_um)
+    traces = ownership(graph, s)
+    cells: list[CellTrace | None] = []
     for k, trace in enumerate(traces):
+        cells.append(None)
         if len(trace.nodes) == 0:
             continue
         local, sub, along = graph.cell_graph(k, trace)
         distance = csgraph.dijkstra(sub, directed=False, indices=0)
         reached = np.isfinite(distance)
-        local, sub, distance = local[reached], sub[reached][:, reached], distance[reached]
-        along = along[reached][:, reached]
-        if len(local) < 2:
+        if reached.sum() < 2:
             continue
-        traced[tuple(graph.coords[local[1:]].astype(int).T)] = labels[k]
-        rows, cols = sparse.triu(sub).nonzero()
-        degree = np.diff(sub.indptr)
-        node_depth = frame.depth[tuple(graph.coords[local[1:]].astype(int).T)]
-        tips = np.flatnonzero(degree[1:] == 1)
-        # A fork in a 1 px skeleton is often a cluster of 2-3 adjacent degree-3 pixels.
-        junction = np.concatenate([[False], degree[1:] >= 3])
-        both = junction[rows] & junction[cols]
-        _, cluster = csgraph.connected_components(
-            sparse.coo_matrix((np.ones(both.sum()), (rows[both], cols[both])), shape=sub.shape), directed=False)
-        junction_clusters = np.unique(cluster[junction])
-        deepest = pd.Series(np.concatenate([[-np.inf], node_depth])[junction]).groupby(cluster[junction]).max()
-        n_primary, _ = csgraph.connected_components(sub[1:][:, 1:], directed=False)
-        far = local[np.argmax(distance)]
-        cy, cx = centroids[k]
-        vy, vx = graph.coords[far] - centroids[k]
-        ry, rx = dy[int(round(cy)), int(round(cx))], dx[int(round(cy)), int(round(cx))]
-        cosine = abs(vy * ry + vx * rx) / (np.hypot(vy, vx) + 1e-12)
-        length = np.asarray(sub[rows, cols]).ravel()
-        # Along the skeleton only: a join across another soma is no stretch two cells hold.
-        a, b = sparse.triu(along).nonzero()
-        shared = claims[local] >= 2
-        features.iloc[k] = [
-            float(length.sum()),
-            float(distance.max()),
-            n_primary,
-            len(junction_clusters),
-            int((deepest > ml_depth).sum()),
-            len(tips),
-            int((node_depth[tips] > ml_depth).sum()),
-            max(float(soma_depth[k]), float(node_depth.max())),
-            float(np.degrees(np.arccos(np.clip(cosine, 0, 1)))),
-            float(np.asarray(along[a, b]).ravel()[shared[a] & shared[b]].sum()),
-            len(trace.through),
-        ]
-    return (features, traced) if return_skeleton else features
+        cells[k] = CellTrace(nodes=local[reached], adjacency=sub[reached][:, reached],
+                             along=along[reached][:, reached], distance_um=distance[reached])
+        traced[tuple(graph.coords[local[reached][1:]].astype(int).T)] = labels[k]
+    return Tracing(labels=labels, centroids=centroids, graph=graph, traces=traces, cells=cells, image=traced)
 
 
 def _ridge_mask(image: np.ndarray, *, pixel_size_um: float, sigma_um: float, low_sd: float, high_sd: float,
@@ -389,7 +344,7 @@ def _bridge_gaps(skeleton: np.ndarray, soma: np.ndarray, *, pixel_size_um: float
     return morphology.skeletonize(out)
 
 
-class _SomaGraph:
+class SomaGraph:
     """The skeleton as a graph: process pixels are nodes ``0 .. n_process - 1``; soma
     ``k`` (of the sorted labels) is the single node ``n_process + k``, placed at its
     centroid. Edges are stored once each, ``rows < cols``, with their length in um,
@@ -407,7 +362,7 @@ class _SomaGraph:
 
     @classmethod
     def from_skeleton(cls, skeleton: np.ndarray, grown: np.ndarray, *, labels: np.ndarray,
-                      centroids: np.ndarray, pixel_size_um: float) -> _SomaGraph:
+                      centroids: np.ndarray, pixel_size_um: float) -> SomaGraph:
         """Build the graph; ``grown`` labels the skeleton pixels that are soma."""
         soma_radius = np.sqrt(np.bincount(np.searchsorted(labels, grown[grown > 0]), minlength=len(labels)) / np.pi)
         pairs = np.concatenate([np.stack([a[(a > 0) & (b > 0) & (a != b)], b[(a > 0) & (b > 0) & (a != b)]])
@@ -500,7 +455,7 @@ class _SomaGraph:
             self.coords = self.coords[keep_node]
             self._adjacency = None
 
-    def cell_graph(self, soma: int, trace: _Trace) -> tuple[np.ndarray, sparse.csr_matrix, sparse.csr_matrix]:
+    def cell_graph(self, soma: int, trace: Trace) -> tuple[np.ndarray, sparse.csr_matrix, sparse.csr_matrix]:
         """The soma and its process nodes (``local``, soma first), their adjacency
         with the joins the cell's processes make over other somata, and without."""
         local = np.concatenate([[self.n_process + soma], trace.nodes])
@@ -516,7 +471,7 @@ class _SomaGraph:
         return local, sub, along
 
     def trace_cells(self, *, heading_um: float, max_fused_um: float, max_turn_deg: float,
-                    max_through_turn_deg: float, max_root_turn_deg: float, tie_cosine: float) -> list[_Trace]:
+                    max_through_turn_deg: float, max_root_turn_deg: float, tie_cosine: float) -> list[Trace]:
         """Follow every soma's processes outwards (see the module docstring)."""
         branches = _Branches(self, heading_um=heading_um, max_fused_um=max_fused_um)
         cos_max = float(np.cos(np.radians(max_turn_deg)))
@@ -537,7 +492,7 @@ class _SomaGraph:
 
 
 @dataclass
-class _Trace:
+class Trace:
     """One cell's share of the skeleton: its process nodes, the joins it makes over
     other somata (node pairs and their length in um), the ends it claims there,
     and the runs it reached that end at another soma (run, the end it came in by)."""
@@ -548,6 +503,7 @@ class _Trace:
     halves: list[tuple[int, int]]
 
 
+
 class _Branches:
     """The process skeleton cut into branches: runs of pixels between branch points
     (junctions: clusters of pixels with 3 or more neighbours), somata and tips.
@@ -556,7 +512,7 @@ class _Branches:
     the direction leaving that attachment along the branch.
     """
 
-    def __init__(self, graph: _SomaGraph, *, heading_um: float, max_fused_um: float) -> None:
+    def __init__(self, graph: SomaGraph, *, heading_um: float, max_fused_um: float) -> None:
         self.graph, self.heading_um, self.max_fused_um = graph, heading_um, max_fused_um
         n_process, rows, cols = graph.n_process, graph.rows, graph.cols
         degree = graph.degree()
@@ -718,7 +674,7 @@ class _Branches:
         return best, best >= 0 and best_score > best_own + tie_cosine
 
     def walk(self, soma: int, *, cos_max: float, cos_through: float, cos_root: float, tie_cosine: float,
-             skip: set[int]) -> _Trace:
+             skip: set[int]) -> Trace:
         """The branches reached from ``soma`` without turning by more than the
         allowed angle at a junction, and across other somata in a straight line."""
         graph = self.graph
@@ -800,9 +756,9 @@ class _Branches:
         seen_runs.discard(-1)
         parts = [self.run_nodes[r] for r in seen_runs] + [self.junction_nodes[j] for j in junctions]
         nodes = np.unique(np.concatenate(parts)) if parts else np.zeros(0, int)
-        return _Trace(nodes, through, claims, halves)
+        return Trace(nodes, through, claims, halves)
 
-    def share_runs(self, traces: list[_Trace]) -> None:
+    def share_runs(self, traces: list[Trace]) -> None:
         """Give out the runs that join two somata among the walks that reached them.
 
         A run only one of its somata walks into (the other's end of it does not
@@ -836,89 +792,3 @@ class _Branches:
 
 def _unit(vector: np.ndarray) -> np.ndarray:
     return vector / (np.linalg.norm(vector) + 1e-12)
-
-
-def stage_cells(features: pd.DataFrame, *, gcl_thickness_um: float,
-                rules: StagingRules = StagingRules()) -> pd.DataFrame:
-    """Stage A-F, stage group and stage margin of each cell from its process features.
-
-    Parameters
-    ----------
-    features : pandas.DataFrame
-        ``FEATURE_COLUMNS`` per cell (as from :func:`process_features`).
-    gcl_thickness_um : float
-        GCL thickness, the scale of the B rule's "short".
-    rules : StagingRules
-        The thresholds; see :class:`StagingRules` for the rules.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Indexed like ``features``: ``stage`` (A-F), ``stage_group``
-        (proliferative, intermediate, postmitotic), ``stage_margin`` and
-        ``stage_doubtful``. The margin is how far
-        the cell is from the nearest threshold that would change its stage. Each
-        comparison's distance is a fraction: a length, angle or count as a fraction
-        of its threshold (counts are integers, so their border lies half a count
-        below the threshold), a layer depth in GCL thicknesses. The margin is the
-        smallest distance over the comparisons that decided the call: the rule that
-        gave the stage and every earlier rule that did not hold (an "and" is as
-        far from flipping as its nearest part when it holds, its farthest when it
-        does not; an "or" the other way round). 0 means on a border; a stage that
-        hangs on one spurious branch point has a margin of a quarter to a half.
-        ``stage_doubtful`` says the processes' ownership is in doubt (see
-        ``StagingRules.doubtful_shared_um``); it never changes the stage.
-
-    Warns
-    -----
-    UserWarning
-        When ``features`` were counted in the ML beyond another depth
-        (``attrs["ml_depth"]``) than ``rules.ml_depth``.
-    """
-    measured_at = features.attrs.get("ml_depth", rules.ml_depth)
-    if measured_at != rules.ml_depth:
-        warnings.warn(f"branch points and tips were counted beyond depth {measured_at}, the rules use "
-                      f"ml_depth={rules.ml_depth}; pass ml_depth=rules.ml_depth to process_features",
-                      stacklevel=2)
-    # Signed distances: positive where a comparison holds, negative where it fails.
-    length = features["longest_path_um"].to_numpy(float)
-    depth = features["max_depth"].to_numpy(float)
-    short_um = rules.short_fraction * gcl_thickness_um
-    stub = (rules.stub_um - length) / rules.stub_um
-    reaches_ml = depth - rules.ml_depth
-    branched = _at_least(features["n_branch_points_ml"], 1)
-    many = np.maximum(_at_least(features["n_branch_points_ml"], rules.f_min_branch_points),
-                      _at_least(features["n_tips_ml"], rules.f_min_tips))
-    tangential = (features["process_angle_deg"].to_numpy(float) - rules.radial_max_angle_deg) \
-        / rules.radial_max_angle_deg
-    short_and_shallow = np.minimum((short_um - length) / short_um, rules.inner_gcl_depth - depth)
-    conditions = {
-        "A": stub,
-        "F": np.minimum(reaches_ml, many),
-        "E": np.minimum(reaches_ml, branched),
-        "D": reaches_ml,
-        "B": np.maximum(tangential, short_and_shallow),
-        "C": np.full(len(features), np.inf),
-    }
-    stage = np.full(len(features), "", dtype=object)
-    margin = np.full(len(features), np.inf)
-    # Every earlier rule must keep failing, so the margin is the nearest of their
-    # distances and the deciding rule's own; the comparisons are strict, so a
-    # value exactly on a threshold (distance 0) fails its rule.
-    failed_so_far = np.full(len(features), np.inf)
-    for name, holds in conditions.items():
-        decided = (stage == "") & (holds > 0)
-        stage[decided] = name
-        margin[decided] = np.minimum(failed_so_far, holds)[decided]
-        failed_so_far = np.minimum(failed_so_far, -holds)
-    out = pd.DataFrame({"stage": stage.astype(str)}, index=features.index)
-    out["stage_group"] = out["stage"].map(STAGE_GROUPS)
-    out["stage_margin"] = margin
-    out["stage_doubtful"] = ((features["process_shared_um"].to_numpy(float) > rules.doubtful_shared_um)
-                             | (features["somata_crossed"].to_numpy(float) > 0))
-    return out
-
-
-def _at_least(count: pd.Series, threshold: int) -> np.ndarray:
-    """Signed distance of ``count >= threshold``; the border lies half a count below."""
-    return (count.to_numpy(float) - (threshold - 0.5)) / threshold

@@ -1,4 +1,4 @@
-"""Tests for dcxcount.layers: the GCL, hilus, layer depth and radial direction.
+"""Tests for dcxcount.gcl: the GCL, hilus, layer depth and radial direction.
 
 Two kinds of ground truth:
 
@@ -9,7 +9,7 @@ Two kinds of ground truth:
   whose borders, thickness and radial direction are known analytically.
 
 Bars come from the frozen test split (tests/splits.py: LAYERS, 512 x 512 px at 1.0 um/px,
-measured with ``python benchmarks/layers.py``): each sits beyond the worst of the six seeds,
+measured with ``python benchmarks/gcl.py``): each sits beyond the worst of the six seeds,
 about two standard deviations over the seeds from their mean, and the figures in
 docs/validation.md ("Layer frame") are those measurements. The methods were built on seeds
 0-4 and 10-14 (dev seeds).
@@ -25,7 +25,7 @@ from skimage import draw
 
 from skimage.morphology import convex_hull_image
 
-from dcxcount.layers import LayerFrame, NoGCLFoundError, find_layer_frame, frame_from_gcl, gcl_from_nuclei
+from dcxcount.gcl import LayerFrame, NoGCLFoundError, find_layer_frame, frame_from_gcl, gcl_from_nuclei
 from dcxcount.synth import SynthParams, make_section
 
 from .splits import LAYERS, LAYERS_20X
@@ -227,7 +227,7 @@ def test_frame_from_segmented_cells_is_robust_to(case):
 def test_convex_hull_matches_skimage(synth):
     # The hull is filled row by row instead of testing every pixel: the same region as
     # skimage's up to pixels whose centre lies on the hull's edge (measured: 3-44 of ~70 000).
-    from dcxcount.layers import _convex_hull
+    from dcxcount.gcl import _convex_hull
 
     section, frame, _ = synth
     for mask in (frame.gcl, section.gcl_mask):
