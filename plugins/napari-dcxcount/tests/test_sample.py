@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 def test_shipped_sample_is_the_repositorys(sample_path, repo_sample):
     assert sample_path.read_bytes() == repo_sample.read_bytes()
 

@@ -161,3 +161,25 @@ def test_closing_the_widget_cancels_its_count(viewer_with_sample, qtbot):
     widget.close()
     _wait(qtbot, widget)
     assert isinstance(widget.error, Cancelled) and len(viewer_with_sample.layers) == 2
+
+
+def test_a_file_without_pixel_size_asks_for_it_and_keeps_what_was_typed(make_napari_viewer, sample_path, tmp_path,
+                                                                        qtbot):
+    import tifffile
+
+    path = tmp_path / "no_pixel_size.tif"
+    data = tifffile.imread(sample_path)
+    tifffile.imwrite(path, data, ome=True, metadata={"axes": "CYX", "Channel": {"Name": ["DCX", "NeuN"]}})
+    viewer = make_napari_viewer()
+    with pytest.warns(UserWarning, match="pixel size"):
+        viewer.open(str(path), plugin="napari-dcxcount")
+    widget = CountWidget(viewer)
+    assert widget.pixel_size.value() == 0 and widget.pixel_size.text() == "unknown"
+    assert widget.run() is None and "pixel size" in widget.status.text()
+    widget.pixel_size.setValue(0.65)
+    widget.run()
+    _wait(qtbot, widget)
+    assert widget.result is not None and widget.result.summary["pixel_size_um"] == 0.65
+    # The layers are in pixels, and so are the results; the typed size stays.
+    assert tuple(viewer.layers["dcx labels"].scale) == (1.0, 1.0)
+    assert widget.pixel_size.value() == 0.65

@@ -32,6 +32,7 @@ from ._compat import keep_triton_from_system_llvm
 
 if TYPE_CHECKING:  # the core imports torch; keep it out of napari's start-up
     import pandas as pd
+
     from dcxcount.io import Section
     from dcxcount.pipeline import CountSettings, SectionResult
     from dcxcount.progress import CancelToken, ProgressCallback

@@ -32,8 +32,9 @@ from ._model import MARKER_NAMES, MARKERS, MODELS, CountRequest, guess_markers, 
 
 if TYPE_CHECKING:
     import napari
-    from dcxcount.pipeline import SectionResult
     from superqt.utils import FunctionWorker
+
+    from dcxcount.pipeline import SectionResult
 
 __all__ = ["CountWidget", "NO_LAYER"]
 
@@ -82,6 +83,7 @@ class CountWidget(QWidget):
         self.worker: FunctionWorker | None = None
         self._cancel_token: Any = None
         self._chosen: dict[str, Any] = {}
+        self._pixel_size_from: Any = None  # the DCX layer the pixel size was last taken from
         self._relay = _ProgressRelay(self)
         self._relay.progressed.connect(self._on_progress)
 
@@ -183,13 +185,16 @@ class CountWidget(QWidget):
         self._on_channel_changed()
 
     def _on_channel_changed(self, text: str = "") -> None:
-        """Remember the chosen layers; take the pixel size from the DCX layer's scale."""
+        """Remember the chosen layers; take the pixel size from a newly chosen DCX layer's scale."""
         self._chosen = {marker: self._layer(box.currentText()) for marker, box in self.channel_boxes.items()}
         layer = self._chosen["dcx"]
-        if layer is None:
+        # Only when the DCX layer changes, so that a pixel size typed by hand survives layers
+        # being added (the result layers of a count, say).
+        if layer is None or layer is self._pixel_size_from:
             return
-        if "pixel_size_um" in layer.metadata and layer.metadata["pixel_size_um"] is None:  # the reader found no pixel size in the file: leave it to the user
-            self.pixel_size.setValue(0.0)
+        self._pixel_size_from = layer
+        if "pixel_size_um" in layer.metadata and layer.metadata["pixel_size_um"] is None:
+            self.pixel_size.setValue(0.0)  # the reader found none in the file: the user must say
         else:
             self.pixel_size.setValue(float(layer.scale[-1]))
 
@@ -258,8 +263,9 @@ class CountWidget(QWidget):
         except ValueError as error:
             self._set_status(f"Cannot count: {error}.")
             return None
-        from dcxcount.progress import CancelToken
         from superqt.utils import create_worker
+
+        from dcxcount.progress import CancelToken
 
         token = CancelToken()
         relay = self._relay.progressed
