@@ -74,10 +74,10 @@ def analogues(scratch: Path) -> None:
 
 
 def colabel(scratch: Path) -> None:
-    from tests import test_colabel as tc
     from dcxcount.io import Section
     from dcxcount.pipeline import count_section
     from dcxcount.synth import make_section
+    from tests import test_colabel as tc
 
     study = []
     for animal, params in tc.STUDY:

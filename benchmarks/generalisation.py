@@ -77,14 +77,14 @@ import numpy as np
 import pandas as pd
 
 from dcxcount.appearance import FAMILIES, sample_params
-from dcxcount.io import Section
-from dcxcount.gcl import frame_from_gcl
-from dcxcount.metrics import Detection, false_somata_on_processes, match_centroids, soma_split_rate
 from dcxcount.features import process_features
-from dcxcount.staging import stage_cells
-from dcxcount.vocabulary import STAGE_GROUPS
+from dcxcount.gcl import frame_from_gcl
+from dcxcount.io import Section
+from dcxcount.metrics import Detection, false_somata_on_processes, match_centroids, soma_split_rate
 from dcxcount.pipeline import CountSettings, count_section
+from dcxcount.staging import stage_cells
 from dcxcount.synth import SynthParams, SynthSection, make_section
+from dcxcount.vocabulary import STAGE_GROUPS
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_BASE = {"lofo": 700_000, "unseen": 740_000, "default": 780_000, "tracing": 820_000}

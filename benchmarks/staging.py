@@ -42,14 +42,14 @@ import pandas as pd
 from scipy.spatial import cKDTree
 from skimage import segmentation
 
+from dcxcount.features import process_features
 from dcxcount.io import Section
 from dcxcount.metrics import match_centroids
-from dcxcount.features import process_features
+from dcxcount.pipeline import SectionResult, count_section
 from dcxcount.staging import stage_cells
+from dcxcount.synth import SynthParams, SynthSection, make_section
 from dcxcount.tracing import Ownership, trace_processes, walk_ownership
 from dcxcount.vocabulary import STAGE_GROUPS
-from dcxcount.pipeline import SectionResult, count_section
-from dcxcount.synth import SynthParams, SynthSection, make_section
 
 STAGES = list("ABCDEF")
 GROUPS = ["proliferative", "intermediate", "postmitotic"]

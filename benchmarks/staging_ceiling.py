@@ -38,10 +38,10 @@ import pandas as pd
 from scipy import ndimage as ndi
 from scipy.sparse import csgraph
 from skimage import draw
+from staging import accuracies, counted, restaged, staged_pairs
 
 from dcxcount import tracing
 from dcxcount.synth import SynthSection
-from staging import accuracies, counted, restaged, staged_pairs
 
 ORACLES = ("traced", "contested", "pruned")
 

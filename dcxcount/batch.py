@@ -44,8 +44,16 @@ from .memory import available_memory_bytes
 from .pipeline import CountSettings, count_section
 from .progress import Cancelled, CancelToken, ProgressCallback, report, sub_progress
 from .samplesheet import SamplesheetError, read_samplesheet
-from .section_folder import (FORMAT_VERSION, SectionFolderError, load_section, read_record, save_section, saved_edits,
-                             strict_json, write_json)
+from .section_folder import (
+    FORMAT_VERSION,
+    SectionFolderError,
+    load_section,
+    read_record,
+    save_section,
+    saved_edits,
+    strict_json,
+    write_json,
+)
 from .segment import model_file
 from .staging import StagingRules
 from .tracing import TracingSettings
@@ -539,7 +547,7 @@ def _run_on_dask(rows: list[dict], settings: StudySettings, out_dir: Path, *, wo
                 client = stack.enter_context(Client(scheduler, timeout="30s"))
         except (OSError, TimeoutError) as error:
             raise SettingsError(f"--scheduler {scheduler}: cannot connect to the Dask scheduler ({error})"
-                                if scheduler else f"--workers {workers}: cannot start a local Dask cluster ({error})")
+                                if scheduler else f"--workers {workers}: cannot start a local Dask cluster ({error})") from error
         futures = {client.submit(process, row, settings, str(out_dir), pure=False): row for row in rows}
         for done, future in enumerate(as_completed(futures), 1):
             row = futures[future]

@@ -168,7 +168,7 @@ def _stage_rules(path: Path | None):
         values = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-        raise OptionError(f"--stage-rules {path}: cannot read the stage rules ({reason})")
+        raise OptionError(f"--stage-rules {path}: cannot read the stage rules ({reason})") from error
     known = [field.name for field in fields(StagingRules)]
     unknown = sorted(set(values) - set(known)) if isinstance(values, dict) else None
     if unknown is None or unknown:

@@ -38,7 +38,7 @@ def now_edit(who: str | None = None) -> Edit:
             who = getpass.getuser()
         except (KeyError, OSError):  # no user name in a container without /etc/passwd entry
             who = "unknown"
-    return Edit(who=who, when=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    return Edit(who=who, when=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
 
 
 @dataclass(frozen=True)

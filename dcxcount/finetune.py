@@ -18,8 +18,16 @@ from pathlib import Path
 from .appearance import FAMILIES
 from .progress import CancelToken, ProgressCallback
 from .segment.specialist import SpecialistModel
-from .segment.training import (FINE_TUNE_LEARNING_RATE, FINE_TUNE_STEPS, LabelledSection, file_sha256, score_model,
-                               split_sections, synthetic_samples, train_specialist)
+from .segment.training import (
+    FINE_TUNE_LEARNING_RATE,
+    FINE_TUNE_STEPS,
+    LabelledSection,
+    file_sha256,
+    score_model,
+    split_sections,
+    synthetic_samples,
+    train_specialist,
+)
 
 __all__ = ["TrainingRun", "fine_tune", "train_on_synthetic", "SCRATCH_STEPS", "SCRATCH_LEARNING_RATE"]
 

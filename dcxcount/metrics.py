@@ -48,7 +48,7 @@ class Detection:
         total = 2 * self.true_positives + self.false_positives + self.false_negatives
         return 2 * self.true_positives / total if total else float("nan")
 
-    def __add__(self, other: "Detection") -> "Detection":
+    def __add__(self, other: Detection) -> Detection:
         return Detection(self.true_positives + other.true_positives,
                          self.false_positives + other.false_positives,
                          self.false_negatives + other.false_negatives)

@@ -21,8 +21,8 @@ import pandas as pd
 from scipy import ndimage as ndi
 from skimage.measure import regionprops_table
 
-from .estimators import phenotype_percentages
 from .corrections import Corrections
+from .estimators import phenotype_percentages
 from .features import measure_processes
 from .gcl import LayerFrame, find_layer_frame, frame_from_gcl
 from .io import Section, match_channels

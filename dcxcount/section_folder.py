@@ -101,7 +101,7 @@ class SavedSection:
 
 def _mtime_iso(path: Path) -> str:
     stamp = path.stat().st_mtime
-    return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.fromtimestamp(stamp, datetime.UTC).isoformat(timespec="seconds")
 
 
 def strict_json(value: object) -> object:

@@ -15,7 +15,7 @@ import pytest
 import tifffile
 
 from dcxcount import pipeline
-from dcxcount.batch import StudySettings, plan_study, run_study, summarize_study
+from dcxcount.batch import StudySettings, plan_study, run_study
 from dcxcount.cli import main
 from dcxcount.corrections import Corrections, Edit
 from dcxcount.progress import Cancelled, CancelToken

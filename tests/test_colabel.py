@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dcxcount.io import Section
 from dcxcount.gcl import find_layer_frame
+from dcxcount.io import Section
 from dcxcount.metrics import match_centroids
 from dcxcount.pipeline import CountSettings, _overlap_fractions, colabel_objects, count_section
 from dcxcount.synth import SynthParams, make_section

@@ -22,7 +22,6 @@ import math
 import numpy as np
 import pytest
 from skimage import draw
-
 from skimage.morphology import convex_hull_image
 
 from dcxcount.gcl import LayerFrame, NoGCLFoundError, find_layer_frame, frame_from_gcl, gcl_from_nuclei

@@ -8,8 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dcxcount.metrics import (Detection, average_precision, detection_scores, false_somata_on_processes,
-                              label_centroids_um, match_centroids, soma_split_rate)
+from dcxcount.metrics import (
+    Detection,
+    average_precision,
+    detection_scores,
+    false_somata_on_processes,
+    label_centroids_um,
+    match_centroids,
+    soma_split_rate,
+)
 
 
 def _square(labels: np.ndarray, value: int, row: int, col: int, size: int) -> None:

@@ -25,8 +25,7 @@ import pytest
 
 from dcxcount.cli import main
 
-from .corpus import (GOOD, NONFINITE_PX, OTHER, PICKLE_SENTINEL, RUN_CASES, RUN_ENV, SECTION_CASES, good_image,
-                     write_ome)
+from .corpus import GOOD, NONFINITE_PX, OTHER, PICKLE_SENTINEL, RUN_CASES, RUN_ENV, SECTION_CASES, good_image, write_ome
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -437,9 +436,9 @@ def test_a_whole_count_opens_no_network_connection(good_files, tmp_path, monkeyp
 
 @pytest.mark.slow
 def test_a_run_killed_mid_section_resumes_to_the_tables_of_an_uninterrupted_run(tmp_path):
-    from .corpus import write_ome as write
-
     import dataclasses
+
+    from .corpus import write_ome as write
 
     # Larger sections, so that a kill lands inside one; each its own file.
     params = dataclasses.replace(GOOD, shape_px=(448, 448))

@@ -136,7 +136,7 @@ def test_unknown_model_name_is_refused():
 def test_training_learns_blobs():
     rng = np.random.default_rng(0)
     samples = []
-    for seed in range(2):
+    for _seed in range(2):
         labels = _blobs((192, 192), spacing=24)
         image = (labels > 0) * 100.0 + rng.normal(20, 5, labels.shape)
         samples.append(TrainingSample(image=image, labels=labels, pixel_size_um=0.6))

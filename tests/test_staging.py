@@ -202,7 +202,7 @@ def confusion(truth: pd.Series, predicted: pd.Series, labels) -> pd.DataFrame:
 
 def test_synthetic_staging_is_better_than_chance(staged):
     true_groups, found_groups = [], []
-    for seed, (section, truth, features, stages) in staged.items():
+    for _seed, (section, truth, features, stages) in staged.items():
         labels = np.unique(section.labels["dcx"])
         assert list(features.index) == list(labels[labels > 0])
         assert stages["stage"].isin(list("ABCDEF")).all()

@@ -122,7 +122,7 @@ def test_process_polylines_match_the_truth_features(section):
     dcx = dcx_rows(section.cells).set_index("cell_id")
     procs = section.processes
     assert set(procs["cell_id"]) <= set(dcx.index)
-    for (cell_id, _), branch in procs.groupby(["cell_id", "branch"]):
+    for (_cell_id, _), branch in procs.groupby(["cell_id", "branch"]):
         assert branch["x_um"].between(0, 383).all() and branch["y_um"].between(0, 383).all()
     lengths = procs.groupby(["cell_id", "branch"])[["x_um", "y_um"]].apply(
         lambda b: np.hypot(np.diff(b["x_um"]), np.diff(b["y_um"])).sum()).groupby("cell_id").sum()

@@ -28,8 +28,8 @@ from cellpose import dynamics
 
 from ..appearance import FAMILIES, sample_params
 from ..io import SectionReadError, match_channels, read_section
-from ..progress import CancelToken, ProgressCallback, report
 from ..metrics import Detection, average_precision, detection_scores
+from ..progress import CancelToken, ProgressCallback, report
 from ..vocabulary import KNOWN_MARKERS
 from .engines import kind_of_marker
 from .network import FlowUNet
