@@ -60,7 +60,7 @@ from .tracing import TracingSettings
 from .vocabulary import KNOWN_MARKERS, STAGES, kind_of_marker
 
 __all__ = ["StudySettings", "StudyResult", "StudyPlan", "SettingsError", "plan_study", "run_study", "count_study",
-           "section_key", "strict_json", "summarize_study", "corrected_notices"]
+           "section_key", "row_settings", "strict_json", "summarize_study", "corrected_notices"]
 
 NoticeCallback = Callable[[str], None]
 """Called with each thing the user should know before the count starts (one line)."""
@@ -182,7 +182,8 @@ def _section_text(section: object) -> str:
     return str(int(number)) if number.is_integer() else repr(number)
 
 
-def _row_settings(row: dict, settings: StudySettings) -> tuple[CountSettings, float | None]:
+def row_settings(row: dict, settings: StudySettings) -> tuple[CountSettings, float | None]:
+    """A row's count settings and pixel size: the study's, with the row's ``channel_*`` and ``pixel_size_um``."""
     channels = dict(settings.count.channels)
     for column, value in row.items():
         if column.startswith("channel_") and isinstance(value, str) and value.strip():
@@ -277,7 +278,7 @@ def _failure(row: dict, error: BaseException) -> str:
     path = row["path"]
     if isinstance(error, MemoryError):
         return (f"error: {path}: ran out of memory while counting it (MemoryError); count it with fewer "
-                "--workers, on a machine with more memory, or split it into tiles")
+                "`workers`, on a machine with more memory, or split it into tiles")
     what = str(error).splitlines()[0] if str(error) else ""
     return (f"error: {path}: internal error ({type(error).__name__}{': ' + what if what else ''}); the "
             "traceback is in the section's result.json, please report it")
@@ -291,7 +292,7 @@ def _count_row(row: dict, settings: StudySettings, folder: Path, notes: list[str
     GCL (never segmented) unless ``mode`` is "recount"; in "summarize" mode no
     section is ever segmented.
     """
-    count, pixel = _row_settings(row, settings)
+    count, pixel = row_settings(row, settings)
     outline = row.get("outline") or None
     fingerprint = _fingerprint(row, count, pixel, outline)
     previous = read_record(folder)
@@ -416,14 +417,14 @@ def plan_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,
 def _check_out_dir(out_dir: Path) -> None:
     """The results folder must be a folder this process can write in, or be creatable (it is not created here)."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise SettingsError(f"--out {out_dir}: exists and is not a folder")
+        raise SettingsError(f"`out_dir={out_dir}`: exists and is not a folder")
     existing = out_dir.absolute()
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise SettingsError(f"--out {out_dir}: cannot create it inside {existing}, which is not a folder")
+        raise SettingsError(f"`out_dir={out_dir}`: cannot create it inside {existing}, which is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise SettingsError(f"--out {out_dir}: {existing} is not writable")
+        raise SettingsError(f"`out_dir={out_dir}`: {existing} is not writable")
 
 
 def _check_keys(sheet: pd.DataFrame, samplesheet: str | os.PathLike) -> None:
@@ -546,8 +547,8 @@ def _run_on_dask(rows: list[dict], settings: StudySettings, out_dir: Path, *, wo
             else:
                 client = stack.enter_context(Client(scheduler, timeout="30s"))
         except (OSError, TimeoutError) as error:
-            raise SettingsError(f"--scheduler {scheduler}: cannot connect to the Dask scheduler ({error})"
-                                if scheduler else f"--workers {workers}: cannot start a local Dask cluster ({error})") from error
+            raise SettingsError(f"`scheduler={scheduler}`: cannot connect to the Dask scheduler ({error})"
+                                if scheduler else f"`workers={workers}`: cannot start a local Dask cluster ({error})") from error
         futures = {client.submit(process, row, settings, str(out_dir), pure=False): row for row in rows}
         for done, future in enumerate(as_completed(futures), 1):
             row = futures[future]
@@ -603,7 +604,7 @@ def summarize_study(out_dir: str | os.PathLike, *, progress: ProgressCallback | 
 def _worker_failure(row: dict, error: BaseException) -> str:
     what = str(error).splitlines()[0] if str(error) else ""
     return (f"error: {row['path']}: the Dask worker counting it failed ({type(error).__name__}"
-            f"{': ' + what if what else ''}); often it ran out of memory: use fewer --workers")
+            f"{': ' + what if what else ''}); often it ran out of memory: use fewer `workers`")
 
 
 def count_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,

@@ -9,6 +9,7 @@ after.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -22,14 +23,17 @@ from .segment.training import (
     FINE_TUNE_LEARNING_RATE,
     FINE_TUNE_STEPS,
     LabelledSection,
+    TrainingDataError,
     file_sha256,
+    labelled_section,
     score_model,
     split_sections,
     synthetic_samples,
     train_specialist,
 )
+from .vocabulary import kind_of_marker
 
-__all__ = ["TrainingRun", "fine_tune", "train_on_synthetic", "SCRATCH_STEPS", "SCRATCH_LEARNING_RATE"]
+__all__ = ["TrainingRun", "fine_tune", "train_on_synthetic", "study_sections", "SCRATCH_STEPS", "SCRATCH_LEARNING_RATE"]
 
 SCRATCH_STEPS = 1500
 """Default steps when training from random weights."""
@@ -143,6 +147,53 @@ def train_on_synthetic(*, kind: str, base: SpecialistModel | None = None, base_p
                                    f"(dcxcount.segment.training.synthetic_samples, seed {seed}), appearance "
                                    f"families randomised: {', '.join(families) or 'none (plain look)'}")
     return TrainingRun(model=model, train_sections=[], val_sections=[])
+
+
+def study_sections(out_dir: str | os.PathLike, *, kind: str,
+                   keys: Sequence[str] | None = None) -> list[LabelledSection]:
+    """A counted study's sections as training pairs: each image with its saved (corrected) labels.
+
+    Parameters
+    ----------
+    out_dir : path
+        A results folder of :func:`dcxcount.batch.run_study`.
+    kind : str
+        "dcx" (DCX labels) or "nuclear" (the labels of every nuclear marker).
+    keys : sequence of str, optional
+        Section folders to use; by default those holding a person's corrections
+        (:func:`dcxcount.section_folder.saved_edits`), the only ones worth learning from.
+
+    Raises
+    ------
+    dcxcount.segment.training.TrainingDataError
+        ``out_dir`` is not a counted study, or a section named in ``keys`` has no saved result.
+    """
+    from .batch import StudySettings, row_settings
+    from .section_folder import read_record, saved_edits
+
+    out_dir = Path(out_dir)
+    try:
+        record = json.loads((out_dir / "settings.json").read_text(encoding="utf-8"))
+        settings = StudySettings.from_record(record["settings"])
+        rows = {row["_key"]: row for row in record["samplesheet"]}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise TrainingDataError(f"{out_dir}: not a counted study's results folder ({error!r})") from error
+    if keys is None:
+        keys = [key for key in rows if saved_edits(out_dir / "sections" / key)]
+    sections = []
+    for key in keys:
+        folder = out_dir / "sections" / key
+        saved = read_record(folder)
+        if key not in rows or saved is None or saved["status"] != "ok":
+            raise TrainingDataError(f"{folder}: no counted section to learn from")
+        count, pixel_size_um = row_settings(rows[key], settings)
+        labels = {path.name.removeprefix("labels_").removesuffix(".tif"): path
+                  for path in sorted(folder.glob("labels_*.tif"))}
+        labels = {marker: path for marker, path in labels.items() if kind_of_marker(marker) == kind}
+        if labels:
+            sections.append(labelled_section(rows[key]["path"], labels, name=key, pixel_size_um=pixel_size_um,
+                                             channels=count.channels))
+    return sections
 
 
 def _card(*, base: SpecialistModel | None, base_path: str | Path | None, steps: int, batch_size: int, seed: int,

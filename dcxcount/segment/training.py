@@ -37,7 +37,7 @@ from .rescale import nearest_resize, normalize_image, resize_image
 from .specialist import SpecialistModel
 
 __all__ = ["TrainingSample", "prepare_sample", "train_specialist", "synthetic_samples", "LabelledSection", "TrainingDataError", "read_labelled_sections", "split_sections", "score_model",
-           "file_sha256", "FINE_TUNE_STEPS", "FINE_TUNE_LEARNING_RATE"]
+           "file_sha256", "labelled_section", "FINE_TUNE_STEPS", "FINE_TUNE_LEARNING_RATE"]
 
 FINE_TUNE_STEPS = 300
 """Default steps when starting from a trained model: minutes on 2 CPU cores,
@@ -287,7 +287,7 @@ def read_labelled_sections(folder: str | PathLike[str], *, kind: str, pixel_size
     pixel_size_um : float, optional
         Pixel size replacing the images' own.
     channels : mapping, optional
-        Marker to channel index or name, as ``--channel MARKER=NAME_OR_INDEX``.
+        Marker to channel index or name, e.g. ``{"dcx": 0}``.
 
     Returns
     -------
@@ -323,10 +323,10 @@ def read_labelled_sections(folder: str | PathLike[str], *, kind: str, pixel_size
         else:
             other_markers.add(marker)
     if not by_name:
-        found = (f"; it has label files for {', '.join(sorted(other_markers))} only (--kind "
-                 f"{kind_of_marker(min(other_markers))}?)" if other_markers else "")
+        found = (f"; it has label files for {', '.join(sorted(other_markers))} only (`kind="
+                 f"{kind_of_marker(min(other_markers))}`?)" if other_markers else "")
         raise TrainingDataError(
-            f"{folder}: no training pairs for --kind {kind}: expected section images NAME.tif or "
+            f"{folder}: no training pairs for `kind={kind}`: expected section images NAME.tif or "
             f"NAME.ome.tif with label images NAME_labels_MARKER.tif beside them (MARKER "
             f"{' or '.join(sorted(wanted))}){found}")
     return [_read_labelled_section(folder, name, by_name[name], pixel_size_um=pixel_size_um,
@@ -343,6 +343,33 @@ def _read_labelled_section(folder: Path, name: str, label_paths: Mapping[str, Pa
         raise TrainingDataError(
             f"{first_label}: no section image for these labels; expected {name}.tif or {name}.ome.tif "
             f"in {folder}")
+    return labelled_section(image_path, label_paths, name=name, pixel_size_um=pixel_size_um, channels=channels)
+
+
+def labelled_section(image_path: str | PathLike[str], label_paths: Mapping[str, Path], *, name: str,
+                     pixel_size_um: float | None = None,
+                     channels: Mapping[str, str | int] | None = None) -> LabelledSection:
+    """One section image with its (corrected) label images as training pairs.
+
+    Parameters
+    ----------
+    image_path : path
+        The section image.
+    label_paths : dict
+        Marker -> label image file (the image's Y x X shape).
+    name : str
+        What the section is called in the model card and the validation split.
+    pixel_size_um : float, optional
+        Overrides the file's pixel size.
+    channels : dict, optional
+        Marker -> channel index or name overrides.
+
+    Raises
+    ------
+    TrainingDataError
+        A marker's channel is missing or a label image does not fit.
+    """
+    image_path = Path(image_path)
     section = read_section(image_path, pixel_size_um=pixel_size_um)
     markers = tuple(label_paths)
     try:
