@@ -1,4 +1,4 @@
-"""Tests for dcxcount.section_folder and dcxcount.corrections: the saved section round-trips."""
+"""Tests for dcxcount.section_folder: the saved section round-trips, edits are found, damage is named."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import tifffile
 
-from dcxcount.corrections import Corrections, CorrectionsError, Edit
+from dcxcount.corrections import Corrections, Edit
 from dcxcount.io import Section
 from dcxcount.pipeline import count_section
 from dcxcount.section_folder import FORMAT_VERSION, SectionFolderError, load_section, save_section, saved_edits
@@ -79,13 +79,3 @@ def test_a_folder_that_cannot_be_read_back_is_named(counted, tmp_path, damage, m
     with pytest.raises(SectionFolderError, match=message) as error:
         load_section(tmp_path)
     assert str(tmp_path) in str(error.value)
-
-
-def test_corrections_round_trip_and_refuse_unknown_stages():
-    corrections = (Corrections().set_stage(3, "E", edit=EDIT).exclude("neun", 7, edit=EDIT)
-                   .edited_labels("dcx", edit=EDIT).edited_gcl(edit=EDIT))
-    assert Corrections.from_record(json.loads(json.dumps(corrections.to_record()))) == corrections
-    assert corrections.describe() == "dcx labels edited, GCL edited, 1 stage call set by hand, 1 object excluded"
-    assert not Corrections() and corrections
-    with pytest.raises(CorrectionsError, match="stage 'G' is not one of A, B, C, D, E, F"):
-        Corrections().set_stage(1, "G")
