@@ -177,7 +177,7 @@ def test_plain_train_from_scratch_writes_a_model_that_loads_and_segments(tmp_pat
     losses = []
 
     def recording(description):
-        def progress(done, total, message):
+        def progress(fraction, message):
             losses.append(float(message.split()[-1]))
         return progress
 
