@@ -87,7 +87,8 @@ class StudySettings:
     def from_record(cls, record: dict) -> StudySettings:
         """The settings settings.json records (its ``settings`` entry), as written by a count."""
         count = dict(record["count"])
-        count["tracing"] = TracingSettings(**count["tracing"])
+        # Written before the tracing settings were recorded: those runs used the defaults.
+        count["tracing"] = TracingSettings(**count.get("tracing", {}))
         count["staging"] = StagingRules(**count["staging"])
         count["phenotype_markers"] = tuple(count["phenotype_markers"])
         count["mean_thresholds"] = {marker: math.inf if value == "off" else value
