@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -90,7 +91,7 @@ def _progress_bar(description: str):
         if bar is None:
             bar = tqdm(total=100, desc=description, unit="%", file=sys.stderr, dynamic_ncols=True,
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
-        bar.set_postfix_str(message, refresh=False)
+        bar.set_postfix_str(for_terminal(message), refresh=False)
         bar.update(round(100 * fraction) - bar.n)
         if fraction >= 1.0:
             bar.close()
@@ -192,9 +193,58 @@ def _unknown_markers(args: argparse.Namespace, markers: frozenset[str]) -> list[
     return list(dict.fromkeys(problems))
 
 
-def _say(message: str) -> None:
-    """One line per line of ``message`` on stderr, each starting with ``dcxcount:``."""
-    for line in str(message).splitlines():
+SETTING_OPTIONS = {
+    "pixel_size_um": "--pixel-size-um",
+    "channels": "--channel",
+    "model": "--model",
+    "marker_models": "--model",
+    "workers": "--workers",
+    "scheduler": "--scheduler",
+    "out_dir": "--out",
+    "min_overlap_fraction": "--min-overlap-fraction",
+    "mean_thresholds": "--signal-threshold",
+    "staging": "--stage-rules",
+    "section_interval": "--section-interval",
+    "hemispheres": "--hemispheres",
+    "thickness_um": "--thickness-um",
+    "kind": "--kind",
+}
+"""Each setting the core names in its messages (a keyword or settings field) and the option that sets it.
+
+The core names settings, never options: it also serves the napari plugin and
+Python callers. :func:`for_terminal` puts the option in the setting's place."""
+
+# How the core writes a setting in a message: `name`, `name=VALUE` or `name[KEY]=VALUE`.
+_SETTING = re.compile(r"`(?P<name>[A-Za-z_]\w*)(?:\[(?P<key>[^\]`]+)\])?(?:=(?P<value>[^`]*))?`")
+
+
+def for_terminal(message: object) -> str:
+    """A core message as the command line says it: each setting in backticks becomes its option.
+
+    "`pixel_size_um`" becomes "--pixel-size-um", "`pixel_size_um=0.65`"
+    "--pixel-size-um 0.65" and "`channels[dcx]=0`" "--channel dcx=0"; a setting
+    without an option (:data:`SETTING_OPTIONS`) only loses its backticks.
+    """
+    def option(match: re.Match) -> str:
+        name, key, value = match.group("name", "key", "value")
+        flag = SETTING_OPTIONS.get(name)
+        if flag is None:
+            return match[0][1:-1]
+        if key is not None:
+            return f"{flag} {key}" + ("" if value is None else f"={value}")
+        return flag if value is None else f"{flag} {value}"
+
+    return _SETTING.sub(option, str(message))
+
+
+def _say(message: object) -> None:
+    """One line per line of ``message`` on stderr, each starting with ``dcxcount:``; settings named as options.
+
+    Every message the command line prints passes here, so a core message
+    (an error, a notice, a section's status) shows the options of
+    :data:`SETTING_OPTIONS` where the core names a setting.
+    """
+    for line in for_terminal(message).splitlines():
         print(f"dcxcount: {line}", file=sys.stderr)
 
 

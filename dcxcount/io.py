@@ -5,7 +5,9 @@ channel names and its pixel size in micrometres. Z-stacks are projected by
 maximum over Z. Every way a file can be unusable for counting (not a TIFF, a
 time series, no pixel size, a marker with no channel) raises
 :class:`SectionReadError` with a message that names the file and the fix, so
-the command line can print it as is and move on to the next section.
+a caller can show it as is and move on to the next section. The fix names a
+setting by its Python name in backticks (`pixel_size_um`); the command line
+shows its option there instead.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ import tifffile
 
 from .memory import count_memory_bytes, format_bytes
 
-__all__ = ["Section", "SectionReadError", "read_section", "match_channels"]
+__all__ = ["Section", "SectionReadError", "PixelSizeError", "read_section", "match_channels"]
 
 
 _PIXEL_SIZE_FIX = (
-    "Pass --pixel-size-um (e.g. --pixel-size-um 0.65) "
+    "Set `pixel_size_um` (e.g. `pixel_size_um=0.65`) "
     "or add a pixel_size_um column to the samplesheet."
 )
 
@@ -57,6 +59,10 @@ _PIXEL_SIZE_RTOL = 0.01
 
 class SectionReadError(ValueError):
     """Raised for an unreadable section; the message names the file and how to fix it."""
+
+
+class PixelSizeError(SectionReadError):
+    """The file has no usable pixel size (none, or contradictory ones); giving ``pixel_size_um`` fixes it."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -288,7 +294,7 @@ def _check_memory(path: Path, axes: str, shape: tuple[int, ...], dtype: np.dtype
             f"{path}: too large to count here: {width} x {height} px, {channels} channels{stack}, "
             f"{np.dtype(dtype).name} ({format_bytes(math.prod(shape) * np.dtype(dtype).itemsize)} of pixels) "
             f"needs about {format_bytes(need)} of memory, and {format_bytes(limit_bytes)} is available. Count it on "
-            "a machine with more memory, with fewer --workers, or split the section into tiles."
+            "a machine with more memory, with fewer `workers`, or split the section into tiles."
         )
 
 
@@ -348,8 +354,8 @@ def match_channels(
         Marker names such as ``"dcx"`` or ``"neun"``; custom names are allowed.
     overrides : mapping of str to str or int, optional
         Marker to channel index (an int or a string of digits) or channel name,
-        as given by ``--channel MARKER=INDEX_OR_NAME``. Overrides for markers
-        not in `markers` are ignored, so one set of flags can serve sections
+        e.g. ``{"dcx": 0, "neun": "Cy5"}``. Overrides for markers
+        not in `markers` are ignored, so one set of overrides can serve sections
         that are counted for different markers.
 
     Returns
@@ -379,12 +385,12 @@ def match_channels(
             if not hits:
                 raise SectionReadError(
                     f"{section.path}: no channel for marker {marker!r}; channels are "
-                    f"{list(names)}. Name it with --channel {marker}=INDEX_OR_NAME."
+                    f"{list(names)}. Name it with `channels[{marker}]=INDEX_OR_NAME`."
                 )
             if len(hits) > 1:
                 raise SectionReadError(
                     f"{section.path}: marker {marker!r} matches channels {hits} of "
-                    f"{list(names)}. Name it with --channel {marker}=INDEX_OR_NAME."
+                    f"{list(names)}. Name it with `channels[{marker}]=INDEX_OR_NAME`."
                 )
             index = hits[0]
         for other, other_index in found.items():
@@ -392,7 +398,7 @@ def match_channels(
                 raise SectionReadError(
                     f"{section.path}: markers {other!r} and {marker!r} both resolve to "
                     f"channel {index} ({names[index]!r}); channels are {list(names)}. "
-                    f"Name them with --channel MARKER=INDEX_OR_NAME."
+                    f"Name them with `channels[MARKER]=INDEX_OR_NAME`."
                 )
         found[marker] = index
     return found
@@ -498,13 +504,13 @@ def _file_pixel_size(
     tag_xy, tag_source = _tag_pixel_size(imagej, page)
     for xy, what in ((ome_xy, "OME PhysicalSizeX/PhysicalSizeY"), (tag_xy, "resolution tags")):
         if xy is not None and not math.isclose(*xy, rel_tol=_PIXEL_SIZE_RTOL):
-            raise SectionReadError(
+            raise PixelSizeError(
                 f"{path}: contradictory pixel size: {what} give {xy[0]:g} um in X "
                 f"but {xy[1]:g} um in Y. {_PIXEL_SIZE_FIX}"
             )
     if ome_xy is not None and tag_xy is not None:
         if not math.isclose(ome_xy[0], tag_xy[0], rel_tol=_PIXEL_SIZE_RTOL):
-            raise SectionReadError(
+            raise PixelSizeError(
                 f"{path}: contradictory pixel size: OME PhysicalSizeX is {ome_xy[0]:g} um "
                 f"but the TIFF resolution tags give {tag_xy[0]:g} um. {_PIXEL_SIZE_FIX}"
             )
@@ -512,7 +518,7 @@ def _file_pixel_size(
         return ome_xy[0], "ome"
     if tag_xy is not None:
         return tag_xy[0], tag_source
-    raise SectionReadError(
+    raise PixelSizeError(
         f"{path}: no pixel size found (no OME PhysicalSizeX, no ImageJ/TIFF resolution "
         f"in a length unit). {_PIXEL_SIZE_FIX}"
     )
@@ -577,7 +583,7 @@ def _name_key(name: str) -> str:
 
 def _resolve_override(section: Section, marker: str, value: str | int) -> int:
     names = section.channel_names
-    where = f"{section.path}: --channel {marker}={value}"
+    where = f"{section.path}: `channels[{marker}]={value}`"
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise SectionReadError(f"{where}: expected a channel index or name.")
     if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
@@ -597,6 +603,6 @@ def _resolve_override(section: Section, marker: str, value: str | int) -> int:
         problem = "no channel named" if not hits else "several channels named"
         raise SectionReadError(
             f"{where}: {problem} {value!r} for marker {marker!r}; channels are "
-            f"{list(names)}. Use an index instead, e.g. --channel {marker}=0."
+            f"{list(names)}. Use an index instead, e.g. `channels[{marker}]=0`."
         )
     return hits[0]

@@ -196,7 +196,7 @@ SECTION_CASES: dict[str, SectionCase] = {
     "not_a_tiff": SectionCase(_not_a_tiff, r"^error: .*text\.tif: cannot read as TIFF", already_handled=True),
     "missing": SectionCase(_missing, r"^error: .*missing\.ome\.tif: no such file"),
     "a_folder": SectionCase(_a_folder, r"^error: .*a_folder\.tif: is a folder"),
-    "no_pixel_size": SectionCase(_no_pixel_size, r"^error: .*nopixel\.ome\.tif: no pixel size found.*--pixel-size-um",
+    "no_pixel_size": SectionCase(_no_pixel_size, r"^error: .*nopixel\.ome\.tif: no pixel size found.*`pixel_size_um`",
                                  already_handled=True),
     "no_dcx_channel": SectionCase(_no_dcx, r"^error: .*nodcx\.ome\.tif: no channel for marker 'dcx'",
                                   already_handled=True),

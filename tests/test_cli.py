@@ -6,14 +6,19 @@ import json
 import os
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import tifffile
 
-from dcxcount.cli import main
+from dcxcount.checks import count_settings_problems, study_value_problems
+from dcxcount.cli import for_terminal, main
+from dcxcount.io import PixelSizeError, read_section
 from dcxcount.metrics import match_centroids
+from dcxcount.pipeline import CountSettings
+from dcxcount.staging import StagingRules
 from dcxcount.synth import make_section, read_truth
 
 from .conftest import SMALL_SECTION
@@ -154,14 +159,59 @@ def test_a_bad_section_is_reported_and_the_rest_is_counted(good_section, tmp_pat
     _, sections, animals = _tables(tmp_path / "out")
     by_path = sections.set_index(sections["path"].map(os.path.basename))["status"]
     assert by_path["good.ome.tif"] == "ok"
-    assert "nopixel.ome.tif" in by_path["nopixel.ome.tif"] and "--pixel-size-um" in by_path["nopixel.ome.tif"]
+    # sections.csv names the setting; the terminal names the option (below).
+    assert "nopixel.ome.tif" in by_path["nopixel.ome.tif"] and "`pixel_size_um`" in by_path["nopixel.ome.tif"]
     message = by_path["nodcx.ome.tif"]
     assert "'dcx'" in message and "nodcx.ome.tif" in message and "NeuN" in message and "DAPI" in message
     assert "broken.tif" in by_path["broken.tif"] and "missing.tif" in by_path["missing.tif"]
     m1 = animals.set_index("animal").loc["m1"]
     assert m1["n_sections"] == 1 and m1["n_failed"] == 2
     assert m1["dcx_count"] == sections.loc[sections["status"] == "ok", "dcx_count"].sum()
-    assert "nopixel.ome.tif" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "nopixel.ome.tif" in err and "--pixel-size-um" in err
+
+
+def test_a_core_error_names_the_setting_and_the_command_line_names_its_option(good_section, tmp_path, capsys):
+    """The core also serves Python and napari: it says `pixel_size_um`; ``dcxcount count`` says --pixel-size-um."""
+    path = tmp_path / "nopixel.ome.tif"
+    _write_ome(path, good_section.image, good_section.channel_names)
+    with pytest.raises(PixelSizeError) as caught:
+        read_section(path)
+    assert "Set `pixel_size_um` (e.g. `pixel_size_um=0.65`)" in str(caught.value)
+    assert not re.search(r"--[a-z]", str(caught.value))
+    sheet = _sheet(tmp_path, [{"path": "nopixel.ome.tif", "animal": "m1"}])
+    assert main(["count", str(sheet), "--out", str(tmp_path / "out")]) == 1
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("dcxcount: m1 s")]
+    assert len(said) == 1 and "Set --pixel-size-um (e.g. --pixel-size-um 0.65)" in said[0] and "`" not in said[0]
+    status = pd.read_csv(tmp_path / "out" / "sections.csv")["status"][0]
+    assert "`pixel_size_um`" in status and "--" not in status
+
+
+def test_settings_problems_name_settings_and_the_command_line_turns_them_into_options():
+    count = replace(CountSettings(), min_overlap_fraction=2.0, mean_thresholds={"dcx": float("inf"), "foo": 1.0},
+                    marker_models={"bar": "cpsam"}, staging=replace(StagingRules(), stub_um=-1.0))
+    problems = (study_value_problems(pixel_size_um=-1.0, section_interval=0, hemispheres=3, thickness_um=0.0)
+                + count_settings_problems(count, markers={"dcx", "neun"}))
+    assert not any(re.search(r"--[a-z]", problem) for problem in problems), problems
+    assert [problem.split()[0] for problem in problems] == [
+        "`pixel_size_um`", "`section_interval`", "`hemispheres`", "`thickness_um`", "`min_overlap_fraction`",
+        "`mean_thresholds[foo]=...`:", "`marker_models[bar]=...`:", "`staging`:"]
+    assert [for_terminal(problem).split()[0] for problem in problems] == [
+        "--pixel-size-um", "--section-interval", "--hemispheres", "--thickness-um", "--min-overlap-fraction",
+        "--signal-threshold", "--model", "--stage-rules:"]
+    assert for_terminal(problems[5]).endswith("name its channel with --channel foo=INDEX_OR_NAME")
+
+
+@pytest.mark.parametrize(("core", "terminal"), [
+    ("set `pixel_size_um` (e.g. `pixel_size_um=0.65`)", "set --pixel-size-um (e.g. --pixel-size-um 0.65)"),
+    ("`channels[dcx]=Cy 5`: no channel", "--channel dcx=Cy 5: no channel"),
+    ("use fewer `workers`", "use fewer --workers"),
+    ("`out_dir=/a b/c`: exists", "--out /a b/c: exists"),
+    ("`sgz_hilus_um` must be", "sgz_hilus_um must be"),  # no option sets it: only the backticks go
+    ('e.g. `python -c "import x"`, then', 'e.g. `python -c "import x"`, then'),  # code, not a setting
+])
+def test_for_terminal_puts_each_option_in_its_settings_place(core, terminal):
+    assert for_terminal(core) == terminal
 
 
 def test_pixel_size_and_channels_can_be_given(good_section, tmp_path):
@@ -258,6 +308,7 @@ def test_cpsam_without_weights_stops_before_counting(small_study, tmp_path, monk
     assert main(["count", str(small_study), "--out", str(tmp_path / "out"), "--model", "cpsam"]) == 2
     err = capsys.readouterr().err
     assert "Cellpose-SAM weights are not on this machine" in err and "Traceback" not in err
+    assert "--model /path/to/cpsam_v2" in err
     assert not (tmp_path / "out").exists()
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from dcxcount.io import Section, SectionReadError, match_channels, read_section
+from dcxcount.io import PixelSizeError, Section, SectionReadError, match_channels, read_section
 from dcxcount.vocabulary import KNOWN_MARKERS
 
-FIX = re.escape("--pixel-size-um")
+FIX = re.escape("Set `pixel_size_um` (e.g. `pixel_size_um=0.65`)")
 
 
 def _ome(path: Path, data, *, axes, names=None, **sizes) -> Path:
@@ -186,8 +186,9 @@ def test_override_must_be_positive(tmp_path, bad):
 def test_missing_pixel_size_names_file_and_fix(tmp_path):
     path = tmp_path / "nosize.tif"
     tifffile.imwrite(path, np.zeros((4, 5), np.uint8))
-    with pytest.raises(SectionReadError, match=f"nosize.tif: no pixel size found.*{FIX}"):
+    with pytest.raises(PixelSizeError, match=f"nosize.tif: no pixel size found.*{FIX}") as caught:
         read_section(path)
+    assert isinstance(caught.value, SectionReadError) and "--" not in str(caught.value)
 
 
 def test_72_dpi_inch_resolution_is_not_a_pixel_size(tmp_path):
@@ -303,7 +304,7 @@ def test_missing_marker_message():
     section = _section(["NeuN", "DAPI"], path="/data/s1.tif")
     expected = (
         "/data/s1.tif: no channel for marker 'dcx'; channels are ['NeuN', 'DAPI']. "
-        "Name it with --channel dcx=INDEX_OR_NAME."
+        "Name it with `channels[dcx]=INDEX_OR_NAME`."
     )
     with pytest.raises(SectionReadError, match=re.escape(expected)):
         match_channels(section, markers=["neun", "dcx"])
@@ -316,7 +317,7 @@ def test_missing_marker_message():
 )
 def test_bad_override(override, pattern):
     section = _section(["Cy3", "DAPI"], path="s2.tif")
-    with pytest.raises(SectionReadError, match=f"s2.tif: --channel dcx=.*{pattern}"):
+    with pytest.raises(SectionReadError, match=f"s2.tif: {re.escape('`channels[dcx]=')}.*{pattern}"):
         match_channels(section, markers=["dcx"], overrides={"dcx": override})
 
 

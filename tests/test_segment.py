@@ -124,7 +124,8 @@ def test_cpsam_without_weights_fails_fast_and_says_how_to_get_them(tmp_path, mon
     with pytest.raises(ModelNotAvailableError, match="Cellpose-SAM weights are not on this machine") as error:
         load_engine("cpsam", kind="nuclear")
     message = str(error.value)
-    assert str(tmp_path) in message and "CELLPOSE_LOCAL_MODELS_PATH" in message and "--model" in message
+    assert str(tmp_path) in message and "CELLPOSE_LOCAL_MODELS_PATH" in message and "`model=" in message
+    assert "--model" not in message  # the command line adds its option
     assert not any(tmp_path.iterdir())  # nothing was downloaded or created
 
 

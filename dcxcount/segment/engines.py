@@ -164,7 +164,7 @@ def load_engine(name: str, *, kind: str) -> Engine:
                 "Download them once where there is internet, e.g. "
                 "`python -c \"from cellpose import models; models.CellposeModel()\"`, then copy the "
                 f"file 'cpsam_v2' into {models.MODEL_DIR} (or set CELLPOSE_LOCAL_MODELS_PATH to its "
-                "folder); or pass its path: --model /path/to/cpsam_v2. A GPU is advised.")
+                "folder); or give its path, e.g. `model=/path/to/cpsam_v2`. A GPU is advised.")
         check_cellpose_file(weights)
         return CellposeEngine(str(weights), kind)
     path = Path(os.path.expanduser(name))
