@@ -27,7 +27,7 @@ import tifffile
 
 from .memory import count_memory_bytes, format_bytes
 
-__all__ = ["Section", "SectionReadError", "PixelSizeError", "read_section", "match_channels"]
+__all__ = ["Section", "SectionReadError", "section_from_arrays", "PixelSizeError", "read_section", "match_channels"]
 
 
 _PIXEL_SIZE_FIX = (
@@ -221,6 +221,40 @@ def read_section(path: str | PathLike[str], *, pixel_size_um: float | None = Non
         empty_channels=empty,
         notes=tuple(dict.fromkeys(notes)),
     )
+
+
+def section_from_arrays(data: np.ndarray, *, channel_names: Sequence[str], pixel_size_um: float,
+                        path: str | PathLike[str] = "(in memory)") -> Section:
+    """A section from channels in memory (napari layers, a script's arrays), cleaned as :func:`read_section` does.
+
+    Parameters
+    ----------
+    data : (C, Y, X) or (Y, X) array
+        The channels; a float copy has its NaN and infinite pixels set to the channel's median.
+    channel_names : sequence of str
+        One name per channel (a marker name finds its channel without being told).
+    pixel_size_um : float
+    path : path, optional
+        What messages call the section.
+
+    Raises
+    ------
+    SectionReadError
+        ``data`` is not 2-D or 3-D, or ``channel_names`` does not name every channel.
+    """
+    data = np.asarray(data)
+    data = data[None] if data.ndim == 2 else data
+    if data.ndim != 3 or len(channel_names) != data.shape[0]:
+        raise SectionReadError(f"{path}: expected (C, Y, X) channels with one name each; got an array of shape "
+                               f"{data.shape} and {len(channel_names)} name(s)")
+    nonfinite_px, empty = 0, ()
+    if data.dtype.kind == "f":
+        data = data.astype(np.float32, copy=True)
+        nonfinite_px = _nonfinite_positions(data)
+        empty = _mask_nonfinite(data, tuple(channel_names)) if nonfinite_px else ()
+    return Section(path=Path(path), data=np.ascontiguousarray(data), channel_names=tuple(channel_names),
+                   pixel_size_um=float(pixel_size_um), pixel_size_source="given", projection="none",
+                   nonfinite_px=nonfinite_px, empty_channels=empty)
 
 
 @contextlib.contextmanager

@@ -60,7 +60,7 @@ class CountSettings:
     marker_models : dict
         Marker -> engine name or model path, overriding ``model`` for that marker.
     channels : dict
-        Marker -> channel index or name overrides (``--channel``).
+        Marker -> channel index or name overrides.
     min_overlap_fraction : float
         Overlap criterion: an object is positive for another marker when one
         of that marker's objects covers at least this fraction of the smaller

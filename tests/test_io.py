@@ -340,3 +340,16 @@ def test_read_then_match_end_to_end(tmp_path):
         tmp_path / "e2e.tif", np.zeros((2, 4, 5), np.uint16), axes="CYX", labels=["NeuN", "DCX"]
     )
     assert match_channels(read_section(path), markers=["dcx", "neun"]) == {"dcx": 1, "neun": 0}
+
+
+def test_a_section_from_arrays_is_cleaned_like_a_read_one():
+    from dcxcount.io import section_from_arrays
+
+    data = np.ones((2, 8, 8), np.float64)
+    data[0, 0, 0], data[1, 1, 1] = np.nan, np.inf
+    section = section_from_arrays(data, channel_names=("DCX", "NeuN"), pixel_size_um=0.5, path="layers")
+    assert section.data.dtype == np.float32 and np.isfinite(section.data).all()
+    assert (section.nonfinite_px, section.pixel_size_source) == (2, "given")
+    assert np.isnan(data[0, 0, 0])  # the caller's array is left alone
+    with pytest.raises(SectionReadError, match=r"layers: expected \(C, Y, X\) channels with one name each"):
+        section_from_arrays(data, channel_names=("DCX",), pixel_size_um=0.5, path="layers")
