@@ -28,7 +28,7 @@ import re
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -43,6 +43,7 @@ from .io import read_section
 from .memory import available_memory_bytes
 from .pipeline import CountSettings, count_section
 from .progress import Cancelled, CancelToken, ProgressCallback, report, sub_progress
+from .provenance import now_iso
 from .samplesheet import SamplesheetError, read_samplesheet
 from .section_folder import (
     FORMAT_VERSION,
@@ -56,6 +57,7 @@ from .section_folder import (
 )
 from .segment import model_file
 from .staging import StagingRules
+from .study_outputs import write_study_outputs
 from .tracing import TracingSettings
 from .vocabulary import KNOWN_MARKERS, STAGES, kind_of_marker
 
@@ -103,6 +105,7 @@ class StudyResult:
     cells: pd.DataFrame
     sections: pd.DataFrame
     animals: pd.DataFrame
+    groups: pd.DataFrame | None = None  # groups.csv (dcxcount.groups)
 
     @property
     def n_failed(self) -> int:
@@ -139,6 +142,7 @@ class StudyPlan:
     notices: list[str]
     markers: frozenset[str] = frozenset()
     corrected: dict[str, str] = field(default_factory=dict)
+    samplesheet: str | None = None  # recorded with its digest in run.json
 
     @property
     def rows(self) -> list[dict]:
@@ -412,7 +416,7 @@ def plan_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,
     notices = _duplicate_images(sheet) + _damaged_results(sheet, out_dir)
     corrected = {key: edits for key in sheet["_key"] if (edits := saved_edits(out_dir / "sections" / key))}
     return StudyPlan(sheet=sheet, settings=settings, out_dir=out_dir, notices=notices, markers=frozenset(markers),
-                     corrected=corrected)
+                     corrected=corrected, samplesheet=os.path.abspath(samplesheet))
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -476,7 +480,8 @@ def _damaged_results(sheet: pd.DataFrame, out_dir: Path) -> list[str]:
 
 
 def run_study(plan: StudyPlan, *, workers: int = 1, scheduler: str | None = None, recount: bool = False,
-              progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> StudyResult:
+              progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+              command: Sequence[str] | None = None) -> StudyResult:
     """Count every section of a checked study and write the study tables.
 
     Parameters
@@ -497,11 +502,14 @@ def run_study(plan: StudyPlan, *, workers: int = 1, scheduler: str | None = None
     cancel : CancelToken, optional
         Checked between sections and between a section's steps; what was saved
         stays, and the next run goes on from there.
+    command : sequence of str, optional
+        The command line that started the run (``["dcxcount", "count", ...]``),
+        recorded in run.json so that the run can be repeated.
 
     Returns
     -------
     StudyResult
-        The three tables; ``n_failed`` sections have a status other than ``ok``.
+        The study tables; ``n_failed`` sections have a status other than ``ok``.
 
     Raises
     ------
@@ -511,11 +519,12 @@ def run_study(plan: StudyPlan, *, workers: int = 1, scheduler: str | None = None
         When ``cancel`` was cancelled (the study tables are not rewritten).
     """
     return _run(plan, mode="recount" if recount else "count", workers=workers, scheduler=scheduler,
-                progress=progress, cancel=cancel)
+                progress=progress, cancel=cancel, command=command)
 
 
 def _run(plan: StudyPlan, *, mode: str, workers: int, scheduler: str | None, progress: ProgressCallback | None,
-         cancel: CancelToken | None) -> StudyResult:
+         cancel: CancelToken | None, command: Sequence[str] | None = None) -> StudyResult:
+    run = {"mode": mode, "workers": workers, "scheduler": scheduler, "command": command, "started": now_iso()}
     rows = plan.rows
     (plan.out_dir / "sections").mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
@@ -530,7 +539,7 @@ def _run(plan: StudyPlan, *, mode: str, workers: int, scheduler: str | None, pro
     else:
         _run_on_dask(rows, plan.settings, plan.out_dir, workers=workers, scheduler=scheduler, progress=progress,
                      cancel=cancel, results=results, process=functools.partial(_process_row, mode=mode))
-    return _write_tables(plan, results)
+    return _write_tables(plan, results, run=run)
 
 
 def _run_on_dask(rows: list[dict], settings: StudySettings, out_dir: Path, *, workers: int, scheduler: str | None,
@@ -570,7 +579,7 @@ def _run_on_dask(rows: list[dict], settings: StudySettings, out_dir: Path, *, wo
 
 
 def summarize_study(out_dir: str | os.PathLike, *, progress: ProgressCallback | None = None,
-                    cancel: CancelToken | None = None) -> StudyResult:
+                    cancel: CancelToken | None = None, command: Sequence[str] | None = None) -> StudyResult:
     """Rebuild every section's tables from its saved labels, GCL and corrections, then the study tables.
 
     Nothing is segmented. A section whose saved files changed since they were
@@ -582,8 +591,9 @@ def summarize_study(out_dir: str | os.PathLike, *, progress: ProgressCallback | 
     ----------
     out_dir : path
         A results folder written by :func:`run_study`.
-    progress, cancel
-        As for :func:`run_study`.
+    progress, cancel, command
+        As for :func:`run_study`; the command is appended to run.json's
+        ``summaries``.
 
     Raises
     ------
@@ -599,7 +609,7 @@ def summarize_study(out_dir: str | os.PathLike, *, progress: ProgressCallback | 
         raise SettingsError(f"{out_dir}: not a counted study's results folder (its settings.json is missing or "
                             f"damaged: {error!r})") from error
     plan = StudyPlan(sheet=sheet, settings=settings, out_dir=out_dir, notices=[])
-    return _run(plan, mode="summarize", workers=1, scheduler=None, progress=progress, cancel=cancel)
+    return _run(plan, mode="summarize", workers=1, scheduler=None, progress=progress, cancel=cancel, command=command)
 
 
 def _worker_failure(row: dict, error: BaseException) -> str:
@@ -611,7 +621,8 @@ def _worker_failure(row: dict, error: BaseException) -> str:
 def count_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,
                 settings: StudySettings = StudySettings(), workers: int = 1,
                 scheduler: str | None = None, recount: bool = False, progress: ProgressCallback | None = None,
-                cancel: CancelToken | None = None, notify: NoticeCallback | None = None) -> StudyResult:
+                cancel: CancelToken | None = None, notify: NoticeCallback | None = None,
+                command: Sequence[str] | None = None) -> StudyResult:
     """Count every section of a samplesheet and write the study tables.
 
     :func:`plan_study` (every check, nothing counted) then :func:`run_study`.
@@ -633,6 +644,8 @@ def count_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,
         Called with each notice of the plan (duplicate images, damaged saved
         results, sections holding a person's corrections); by default they
         are issued as warnings.
+    command : sequence of str, optional
+        As for :func:`run_study`.
 
     Returns
     -------
@@ -650,7 +663,8 @@ def count_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,
             warnings.warn(notice, stacklevel=2)
         else:
             notify(notice)
-    return run_study(plan, workers=workers, scheduler=scheduler, recount=recount, progress=progress, cancel=cancel)
+    return run_study(plan, workers=workers, scheduler=scheduler, recount=recount, progress=progress, cancel=cancel,
+                     command=command)
 
 
 def corrected_notices(plan: StudyPlan, *, recount: bool) -> list[str]:
@@ -671,7 +685,7 @@ def _saved_cells(folder: Path) -> pd.DataFrame | None:
         return None
 
 
-def _write_tables(plan: StudyPlan, results: dict[str, dict]) -> StudyResult:
+def _write_tables(plan: StudyPlan, results: dict[str, dict], *, run: dict | None = None) -> StudyResult:
     identity = ["animal", "group", "section", "path"]
     section_rows, cell_tables = [], []
     for row in plan.rows:
@@ -718,7 +732,9 @@ def _write_tables(plan: StudyPlan, results: dict[str, dict]) -> StudyResult:
               "settings": _settings_record(plan.settings),
               "samplesheet": strict_json(plan.sheet.astype(object).where(plan.sheet.notna(), None).to_dict("records"))}
     write_json(plan.out_dir / "settings.json", record)
-    return StudyResult(cells=cells, sections=sections, animals=animals)
+    # groups.csv, results.xlsx, report.html and run.json: after the tables, which they never hold back.
+    groups = write_study_outputs(plan, sections=_finite(sections), animals=_finite(animals), record=record, run=run)
+    return StudyResult(cells=cells, sections=sections, animals=animals, groups=groups)
 
 
 def _whole_counts(sections: pd.DataFrame) -> pd.DataFrame:

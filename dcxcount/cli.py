@@ -317,7 +317,7 @@ def _count(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         result = run_study(plan, workers=args.workers, scheduler=args.scheduler, recount=args.recount,
-                           progress=_progress_bar("count"))
+                           progress=_progress_bar("count"), command=args.command_line)
     except SettingsError as error:  # the Dask scheduler could not be reached: nothing was counted
         _say(error)
         return EXIT_BAD_INPUT
@@ -340,7 +340,7 @@ def _summarize(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        result = summarize_study(args.out, progress=_progress_bar("summarize"))
+        result = summarize_study(args.out, progress=_progress_bar("summarize"), command=args.command_line)
     except SettingsError as error:
         _say(error)
         return EXIT_BAD_INPUT
@@ -620,6 +620,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     try:
         args = build_parser().parse_args(argv)
+        # Exactly as typed (relative paths and all), for run.json: with its cwd it repeats the run.
+        args.command_line = ["dcxcount", *(sys.argv[1:] if argv is None else argv)]
     except SystemExit as stop:  # --help, or a wrong option (already said in one line)
         return stop.code if isinstance(stop.code, int) else EXIT_BAD_INPUT
     try:
