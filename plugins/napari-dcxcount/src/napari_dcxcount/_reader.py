@@ -17,7 +17,8 @@ import numpy as np
 
 from ._model import MARKER_COLORMAPS, MARKER_NAMES, MARKERS, LayerData
 
-__all__ = ["SUFFIXES", "napari_get_reader", "read_section_layers", "contrast_limits"]
+__all__ = ["SUFFIXES", "napari_get_reader", "napari_get_results_reader", "read_section_layers",
+           "section_image_layers", "contrast_limits"]
 
 SUFFIXES = (".tif", ".tiff")
 """File endings the reader takes (``.ome.tif`` and ``.ome.tiff`` end so too)."""
@@ -45,6 +46,56 @@ def napari_get_reader(path: str | Sequence[str]) -> Callable[[str | Sequence[str
     if not paths or not all(str(p).lower().endswith(SUFFIXES) and not Path(p).is_dir() for p in paths):
         return None
     return read_paths
+
+
+def napari_get_results_reader(path: str | Sequence[str]) -> Callable[[str | Sequence[str]], list[LayerData]] | None:
+    """npe2 reader contribution: the reader function if `path` is a dcxcount results or section folder.
+
+    Parameters
+    ----------
+    path : str or list of str
+        A folder written by ``dcxcount count --out`` (``settings.json`` and
+        ``sections/``), one of its section folders (``result.json``), or either
+        JSON file.
+
+    Returns
+    -------
+    callable or None
+        :func:`read_results`, or None so that napari tries another reader.
+    """
+    from ._results import is_results_folder
+
+    paths = [path] if isinstance(path, (str, PathLike)) else list(path)
+    if len(paths) != 1 or not is_results_folder(paths[0]):
+        return None
+    return read_results
+
+
+def read_results(path: str | Sequence[str]) -> list[LayerData]:
+    """Layers of a counted section: the image, its labels, GCL, processes and cells.
+
+    A section folder opens that section; a study's folder opens the first
+    section the review would show (failed ones first, then the one with the
+    most doubtful stage calls). The Review widget (*Plugins > dcxcount >
+    Review*) steps through the others.
+
+    Raises
+    ------
+    napari_dcxcount._results.ResultsFolderError
+        The folder is not a results folder, or a section folder outside one.
+    """
+    from ._results import ReviewSession, find_results, study_section_layers
+
+    path = path if isinstance(path, (str, PathLike)) else path[0]
+    out_dir, key = find_results(path)
+    session = ReviewSession(out_dir)
+    loaded = session.go(session.order.index(key) if key is not None else 0)
+    if loaded.error:
+        warnings.warn(f"{session.title()}: {loaded.error}", stacklevel=2)
+    layers = study_section_layers(loaded)
+    for _, kwargs, _ in layers:
+        kwargs["metadata"] = {**kwargs.get("metadata", {}), "results": str(out_dir), "section_key": loaded.entry.key}
+    return layers
 
 
 def read_paths(path: str | Sequence[str]) -> list[LayerData]:
@@ -153,6 +204,27 @@ def read_section_layers(*, path: str | PathLike[str], pixel_size_um: float | Non
         warnings.warn(f"{error} The image is shown in pixels; give the pixel size in the Count widget.",
                       stacklevel=2)
 
+    return section_image_layers(section, path=str(path), pixel_size_known=pixel_size_known)
+
+
+def section_image_layers(section: Any, *, path: str | None, pixel_size_known: bool = True) -> list[LayerData]:
+    """One image layer per channel of a section the core has read.
+
+    Parameters
+    ----------
+    section : dcxcount.io.Section
+        From :func:`dcxcount.io.read_section`.
+    path : str or None
+        Recorded in each layer's metadata (the Count widget names the
+        section by it); None leaves it out, as blinded review must.
+    pixel_size_known : bool
+        False when the pixel size was a stand-in: the layers are then in pixels.
+
+    Returns
+    -------
+    list of (data, kwargs, "image")
+        As :func:`read_section_layers` describes.
+    """
     markers = _channel_markers(section)
     scale = (section.pixel_size_um,) * 2 if pixel_size_known else (1.0, 1.0)
     units = _units_kwargs() if pixel_size_known else {}
@@ -160,6 +232,11 @@ def read_section_layers(*, path: str | PathLike[str], pixel_size_um: float | Non
     for index, channel in enumerate(section.channel_names):
         marker = markers.get(index)
         image = section.data[index]
+        metadata = {"marker": marker, "channel": str(channel),
+                    "pixel_size_um": section.pixel_size_um if pixel_size_known else None,
+                    "projection": section.projection}
+        if path is not None:
+            metadata["path"] = path
         layers.append((image, {
             "name": MARKER_NAMES[marker] if marker else str(channel),
             "scale": scale,
@@ -167,8 +244,6 @@ def read_section_layers(*, path: str | PathLike[str], pixel_size_um: float | Non
             "contrast_limits": contrast_limits(image),
             "colormap": MARKER_COLORMAPS.get(marker, "gray"),
             "blending": "additive",
-            "metadata": {"marker": marker, "channel": str(channel), "path": str(path),
-                         "pixel_size_um": section.pixel_size_um if pixel_size_known else None,
-                         "projection": section.projection},
+            "metadata": metadata,
         }, "image"))
     return layers
