@@ -29,10 +29,16 @@ def test_manifest_contributions():
 
     manifest = PluginManifest.from_distribution("napari-dcxcount")
     contributions = manifest.contributions
-    assert {r.command for r in contributions.readers} == {"napari-dcxcount.get_reader"}
+    readers = {r.command: r for r in contributions.readers}
+    assert set(readers) == {"napari-dcxcount.get_reader", "napari-dcxcount.get_results_reader"}
+    assert readers["napari-dcxcount.get_results_reader"].accepts_directories
+    assert not readers["napari-dcxcount.get_reader"].accepts_directories
     assert [s.key for s in contributions.sample_data] == ["sample_section"]
-    assert [w.display_name for w in contributions.widgets] == ["Count"]
+    assert [w.display_name for w in contributions.widgets] == ["Count", "Review", "Fine-tune", "Agreement"]
     assert [m.command for m in contributions.menus["napari/layers/measure"]] == ["napari-dcxcount.count_widget"]
+    assert [m.command for m in contributions.menus["napari/layers/annotate"]] == ["napari-dcxcount.review_widget"]
+    assert [m.command for m in contributions.menus["napari/layers/segment"]] == ["napari-dcxcount.finetune_widget"]
+    assert [m.command for m in contributions.menus["napari/layers/classify"]] == ["napari-dcxcount.agreement_widget"]
     writers = {w.command: (w.layer_types, w.filename_extensions) for w in contributions.writers}
     assert writers["napari-dcxcount.write_labels_tiff"] == (["labels"], [".tif", ".tiff"])
     assert writers["napari-dcxcount.write_points_csv"] == (["points"], [".csv"])

@@ -6,6 +6,13 @@ Writes ``plugin_count.jpg`` (the window after counting the sample section: image
 GCL outline, labels, processes, cells coloured by stage, the Count widget with its
 table) and ``plugin_open.jpg`` (the sample section as the reader opens it). JPEG,
 because a window of dark image pixels is ten times smaller so and reads the same.
+
+Then, on the sample study (``sample_images/samplesheet.csv``, counted into a
+temporary folder with ``dcxcount count``): ``plugin_review.jpg`` (the Review
+widget on a doubtful call, after a stage was set), ``plugin_review_blinded.jpg``
+(the same study blinded), ``plugin_finetune.jpg`` (the Fine-tune widget after
+fine-tuning on two corrected sections, 20 steps) and ``plugin_agreement.jpg``
+(the Agreement widget on the study and a corrected copy).
 """
 
 from __future__ import annotations
@@ -59,5 +66,108 @@ def main(out: str) -> None:
     viewer.close()
 
 
+def _wait(widget, seconds: float = 900) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    deadline = time.monotonic() + seconds
+    while widget.task.running and time.monotonic() < deadline:
+        QApplication.processEvents()
+        time.sleep(0.05)
+    if widget.task.error is not None:
+        raise SystemExit(f"failed: {widget.task.error}")
+
+
+def _correct(session, index: int, *, stage: str) -> None:
+    """Erase one counted DCX label and set one stage in a section, as a reviewer would, and save."""
+    import numpy as np
+
+    loaded = session.go(index)
+    cells = loaded.result.cells
+    counted = cells[(cells["marker"] == "dcx") & cells["counted"].astype(bool)]
+    labels = {m: np.array(a) for m, a in loaded.result.labels.items()}
+    labels["dcx"][labels["dcx"] == int(counted["cell_id"].iloc[-1])] = 0
+    session.set_stage(int(counted["cell_id"].iloc[0]), stage)
+    session.save(session.recount(labels=labels))
+
+
+def study_shots(out: str) -> None:
+    """Count the sample study, then screenshot review, blinded review, fine-tune and agreement into `out`."""
+    import shutil
+    import tempfile
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from dcxcount.cli import main as dcxcount
+    from napari_dcxcount._results import ReviewSession
+    from napari_dcxcount._review import ReviewWidget
+    from napari_dcxcount._study_widgets import AgreementWidget, FineTuneWidget
+
+    folder = Path(out)
+    sheet = Path(__file__).resolve().parents[3] / "sample_images" / "samplesheet.csv"
+    work = Path(tempfile.mkdtemp(prefix="dcxcount_shots_"))
+    study = work / "study"
+    if dcxcount(["count", str(sheet), "--out", str(study), "--hemispheres", "2"]) != 0:
+        raise SystemExit("counting the sample study failed")
+    rater_a = Path(shutil.copytree(study, work / "study_rater_a"))
+    rater_b = Path(shutil.copytree(study, work / "study_rater_b"))
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    review = ReviewWidget(viewer, folder=study)
+    viewer.window.add_dock_widget(review, name="dcxcount: Review", area="right")
+    for layer in ("neun labels", "NeuN"):
+        viewer.layers[layer].visible = False  # the nuclei hide the DCX cells at this zoom
+    review.command("next_cell")
+    review.command("stage_C")
+    _wait(review)
+    QApplication.processEvents()
+    _save(viewer, folder / "plugin_review.jpg")
+    viewer.close()
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    blinded = ReviewWidget(viewer, folder=study, blinded=True, seed=7)
+    viewer.window.add_dock_widget(blinded, name="dcxcount: Review", area="right")
+    for layer in ("neun labels", "NeuN"):
+        viewer.layers[layer].visible = False
+    blinded.command("next_cell")
+    QApplication.processEvents()
+    _save(viewer, folder / "plugin_review_blinded.jpg")
+    viewer.close()
+
+    session = ReviewSession(study)
+    for index, stage in ((0, "C"), (1, "D"), (2, "E")):
+        _correct(session, index, stage=stage)
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    viewer.open(str(study / "sections" / session.order[0]), plugin="napari-dcxcount")  # a corrected section
+    viewer.layers["neun labels"].visible = viewer.layers["NeuN"].visible = False
+    tune = FineTuneWidget(viewer, folder=study, steps=20)
+    viewer.window.add_dock_widget(tune, name="dcxcount: Fine-tune", area="right")
+    tune.fine_tune()
+    _wait(tune)
+    QApplication.processEvents()
+    _save(viewer, folder / "plugin_finetune.jpg")
+    viewer.close()
+
+    _correct(ReviewSession(rater_b), 0, stage="A")
+    dcxcount(["summarize", str(rater_b)])
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    viewer.open(str(rater_b / "sections" / ReviewSession(rater_b).order[0]), plugin="napari-dcxcount")
+    viewer.layers["neun labels"].visible = viewer.layers["NeuN"].visible = False
+    agree = AgreementWidget(viewer, folder_a=rater_a, folder_b=rater_b)
+    viewer.window.add_dock_widget(agree, name="dcxcount: Agreement", area="right")
+    agree.compare()
+    _wait(agree)
+    QApplication.processEvents()
+    _save(viewer, folder / "plugin_agreement.jpg")
+    viewer.close()
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "docs/images")
+    target = sys.argv[1] if len(sys.argv) > 1 else "docs/images"
+    if "--study-only" not in sys.argv:
+        main(target)
+    study_shots(target)

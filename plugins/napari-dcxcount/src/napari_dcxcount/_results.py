@@ -475,11 +475,15 @@ class ReviewSession:
         return self.current
 
     def doubtful_cells(self) -> list[int]:
-        """``cell_id`` of the section's DCX cells whose stage call is doubtful (``stage_doubtful``), in order."""
+        """``cell_id`` of the section's counted DCX cells whose stage call is doubtful (``stage_doubtful``), in order."""
         if self.current is None or self.current.result is None:
             return []
         cells = self.current.result.cells
         dcx = cells[(cells["marker"] == "dcx") & cells["stage_doubtful"].fillna(False).astype(bool)]
+        if "counted" in dcx:
+            # Cells outside the counted region do not change a count: the summary's stage_doubtful
+            # leaves them out, and so does the review.
+            dcx = dcx[dcx["counted"].fillna(False).astype(bool)]
         return [int(c) for c in dcx["cell_id"]]
 
     def cell(self, cell_id: int, *, marker: str = "dcx") -> pd.Series:

@@ -43,7 +43,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._model import result_layer_data, summary_rows
+from ._model import MARKER_NAMES, result_layer_data, summary_rows
 from ._results import ResultsFolderError, ReviewSession, mask_from_polygons, study_section_layers
 from ._tasks import TaskPanel
 
@@ -472,7 +472,7 @@ class ReviewWidget(QWidget):
             processes.data = fresh["processes"][0]
         self._show_tables()
         self._show_cell()
-        counts = ", ".join(f"{m.upper()} {result.summary.get(f'{m}_count', 0)}" for m in result.labels)
+        counts = ", ".join(f"{MARKER_NAMES.get(m, m)} {result.summary.get(f'{m}_count', 0)}" for m in result.labels)
         self._status(f"Recounted: {counts}; {result.summary.get('stage_by_person', 0)} stage call(s) by a person.")
         if self._pending_update:
             self._pending_update = False

@@ -107,6 +107,7 @@ class FineTuneWidget(QWidget):
         layout.addWidget(self.task)
         layout.addWidget(self.scores, 1)
         layout.addWidget(self.recount_button)
+        self.setMinimumWidth(420)
 
     @property
     def running(self) -> bool:
@@ -128,7 +129,8 @@ class FineTuneWidget(QWidget):
             _fill(self.scores, rows)
             self.recount_button.setEnabled(True)
             self.task.set_status(f"F1 {_score(result.before)} → {_score(result.after)} on {result.n_val} held-out "
-                                 f"corrected section(s). Saved {result.path} (card: {result.path.with_suffix('.json').name}).")
+                                 f"corrected section(s). Saved models/{result.path.name} in the study, with its "
+                                 f"card {result.path.with_suffix('.json').name}.")
 
         return self.task.start(lambda progress, cancel: fine_tune_study(folder, steps=steps, progress=progress,
                                                                         cancel=cancel),
@@ -184,6 +186,7 @@ class AgreementWidget(QWidget):
         layout.addWidget(self.table, 1)
         layout.addWidget(QLabel("Per animal"))
         layout.addWidget(self.animals, 1)
+        self.setMinimumWidth(520)
 
     @property
     def running(self) -> bool:
