@@ -27,7 +27,7 @@ from .segment import model_file
 from .vocabulary import KNOWN_MARKERS, kind_of_marker
 
 __all__ = ["RUN_FILE", "LIBRARIES", "now_iso", "versions", "file_record", "model_records", "run_record",
-           "write_run_record", "append_summary", "command_to_rerun"]
+           "write_run_record", "append_summary", "command_to_rerun", "known_digests", "read_run_record"]
 
 RUN_FILE = "run.json"
 """The provenance record's name in a results folder."""
@@ -64,15 +64,31 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def file_record(path: str | os.PathLike) -> dict:
-    """``{"path", "size_bytes", "sha256"}`` of a file; ``error`` instead when it cannot be read."""
+def file_record(path: str | os.PathLike, *, known: Mapping[tuple, str] | None = None) -> dict:
+    """``{"path", "size_bytes", "mtime_ns", "sha256"}`` of a file; ``error`` instead when it cannot be read.
+
+    ``known`` maps (path, size, mtime_ns) to a digest already computed (a
+    previous run.json's): a resumed run of hundreds of large images then reads
+    only the files that changed.
+    """
     absolute = os.path.abspath(path)
     try:
         stat = os.stat(absolute)
-        return {"path": absolute, "size_bytes": stat.st_size, "sha256": _sha256(absolute, stat.st_size,
-                                                                                stat.st_mtime_ns)}
+        key = (absolute, stat.st_size, stat.st_mtime_ns)
+        digest = (known or {}).get(key) or _sha256(*key)
+        return {"path": absolute, "size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
     except OSError as error:
         return {"path": absolute, "size_bytes": None, "sha256": None, "error": error.strerror or str(error)}
+
+
+def known_digests(record: Mapping | None) -> dict[tuple, str]:
+    """(path, size, mtime_ns) -> SHA-256 of every input a run.json recorded, for :func:`file_record`."""
+    known = {}
+    for entry in (record or {}).get("inputs") or []:
+        for item in (entry.get(k) for k in ("image", "outline")):
+            if isinstance(item, Mapping) and item.get("sha256") and item.get("mtime_ns") is not None:
+                known[(item["path"], item["size_bytes"], item["mtime_ns"])] = item["sha256"]
+    return known
 
 
 def model_records(*, model: str, marker_models: Mapping[str, str], markers: Iterable[str]) -> dict[str, dict]:
@@ -92,7 +108,7 @@ def model_records(*, model: str, marker_models: Mapping[str, str], markers: Iter
 
 def run_record(*, sheet: Sequence[Mapping], settings: Mapping, count_settings: Mapping, samplesheet: str | None,
                command: Sequence[str] | None, cwd: str, started: str, finished: str, mode: str, workers: int,
-               scheduler: str | None) -> dict:
+               scheduler: str | None, previous: Mapping | None = None) -> dict:
     """The provenance record of one count (see the module's docstring and docs/output.md).
 
     Parameters
@@ -118,15 +134,18 @@ def run_record(*, sheet: Sequence[Mapping], settings: Mapping, count_settings: M
         "count" or "recount".
     workers : int
     scheduler : str, optional
+    previous : mapping, optional
+        The results folder's earlier run.json: digests of unchanged inputs are taken from it.
     """
     markers = [*KNOWN_MARKERS, *count_settings.get("channels", {}),
                *(str(c).removeprefix("channel_") for row in sheet for c in row if str(c).startswith("channel_"))]
+    known = known_digests(previous)
     inputs = []
     for row in sheet:
         entry = {"key": row.get("_key"), "animal": row.get("animal"), "section": row.get("section"),
-                 "image": file_record(row["path"])}
+                 "image": file_record(row["path"], known=known)}
         if row.get("outline"):
-            entry["outline"] = file_record(row["outline"])
+            entry["outline"] = file_record(row["outline"], known=known)
         inputs.append(entry)
     return {
         "dcxcount_version": __version__,
@@ -150,6 +169,15 @@ def run_record(*, sheet: Sequence[Mapping], settings: Mapping, count_settings: M
     }
 
 
+def read_run_record(out_dir: str | os.PathLike) -> dict | None:
+    """A results folder's run.json, or None when there is none or it is damaged."""
+    try:
+        record = json.loads((Path(out_dir) / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def write_run_record(out_dir: str | os.PathLike, record: Mapping) -> Path:
     """Write ``run.json``; returns its path."""
     path = Path(out_dir) / RUN_FILE
@@ -161,11 +189,8 @@ def append_summary(out_dir: str | os.PathLike, *, command: Sequence[str] | None,
                    finished: str) -> Path:
     """Add one ``dcxcount summarize`` run to ``run.json``'s ``"summaries"`` (a record of it alone if none)."""
     path = Path(out_dir) / RUN_FILE
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(record, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError):
+    record = read_run_record(out_dir)
+    if record is None:
         # Counted before run.json existed, or damaged: what is known now is still worth keeping.
         record = {"dcxcount_version": __version__, "mode": None, "command": None, "summaries": []}
     record.setdefault("summaries", []).append({

@@ -237,6 +237,11 @@ def _fmt(value: float) -> str:
     return f"{value:,.0f}" if magnitude >= 100 else f"{value:.3g}" if magnitude < 1 else f"{value:.1f}"
 
 
+def _plain(value: float) -> str:
+    """A setting as it was given: 6, not 6.0."""
+    return str(int(value)) if math.isfinite(value) and value.is_integer() else f"{value:g}"
+
+
 def _sampling_block(settings: Mapping, animals: pd.DataFrame) -> str:
     """The settings that change the estimated totals, first thing on the page (and where animals differ)."""
     lines = []
@@ -247,9 +252,9 @@ def _sampling_block(settings: Mapping, animals: pd.DataFrame) -> str:
         if len(values) == 0:
             text = "not given (no GCL volume)" if column == "thickness_um" else _e(settings.get(column))
         elif len(values) == 1:
-            text = f"{_e(_fmt(float(values[0])))}{unit}"
+            text = f"{_e(_plain(float(values[0])))}{unit}"
         else:
-            per = ", ".join(f"{_e(a)}: {_fmt(float(v))}" for a, v in zip(animals["animal"], animals[column]))
+            per = ", ".join(f"{_e(a)}: {_plain(float(v))}" for a, v in zip(animals["animal"], animals[column]))
             text = f"differs between animals ({per})"
         lines.append(f"<li>{label} <b>{text}</b></li>")
     count = settings.get("count", {}) if isinstance(settings, Mapping) else {}

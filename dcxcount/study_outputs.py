@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from .provenance import append_summary, now_iso, run_record, write_run_record
+from .provenance import append_summary, now_iso, read_run_record, run_record, write_run_record
 from .report import REPORT_FILE, write_study_files
 
 __all__ = ["write_study_outputs"]
@@ -52,7 +52,7 @@ def write_study_outputs(plan, *, sections: pd.DataFrame, animals: pd.DataFrame, 
                     sheet=sheet, settings=record["settings"], count_settings=record["settings"]["count"],
                     samplesheet=getattr(plan, "samplesheet", None), command=run.get("command"), cwd=os.getcwd(),
                     started=run["started"], finished=now_iso(), mode=run["mode"], workers=run["workers"],
-                    scheduler=run["scheduler"]))
+                    scheduler=run["scheduler"], previous=read_run_record(out_dir)))
         except OSError as error:
             warnings.warn(f"{out_dir / 'run.json'}: cannot write the run record ({error})", stacklevel=2)
     try:
