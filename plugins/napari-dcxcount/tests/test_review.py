@@ -203,3 +203,26 @@ def test_a_failed_or_unreadable_section_is_listed_first_and_named_blinded(study_
     assert loaded.result is None and "not counted" in loaded.error
     text = session.redact(loaded.error)
     assert (session.study.entries[key].animal in text) is (not blinded)
+
+
+def test_an_edited_gcl_is_recounted_recorded_and_saved(make_napari_viewer, qtbot, study_copy):
+    viewer = make_napari_viewer()
+    widget = ReviewWidget(viewer, folder=study_copy)
+    key = widget.session.key
+    before = widget.session.current.result.summary["gcl_area_mm2"]
+    gcl = viewer.layers["GCL"]
+    # Move the outline 4 px towards the hilus side's opposite: a redrawn border.
+    gcl.data = [np.asarray(polygon) + [0.0, 4.0] for polygon in gcl.data]
+    widget.command("update")
+    _wait(qtbot, widget)
+    result = widget.session.current.result
+    assert result.summary["gcl_source"] == "edited"
+    assert result.summary["gcl_area_mm2"] != pytest.approx(before, rel=1e-6)
+    rows = [widget.corrections_table.item(r, 0).text() for r in range(widget.corrections_table.rowCount())]
+    assert "GCL" in rows
+    widget.command("save")
+    _wait(qtbot, widget)
+    saved = json.loads((study_copy / "sections" / key / "corrections.json").read_text())
+    assert saved["gcl"]["who"] == widget.session.who
+    record = json.loads((study_copy / "sections" / key / "result.json").read_text())
+    assert record["gcl_source"] == "edited"

@@ -495,9 +495,10 @@ class ReviewWidget(QWidget):
         return key
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
-        """Unbind the review keys and stop a running recount."""
+        """Unbind the review keys, give the viewer its title back and stop a running recount."""
         for key in self._bound:
             self.viewer.bind_key(key, None, overwrite=True)
         self._bound = []
+        self.viewer.title = self._title
         self.task.cancel()
         super().closeEvent(event)
