@@ -41,6 +41,7 @@ from .estimators import animals_table
 from .gcl import NoGCLFoundError
 from .io import read_section
 from .memory import available_memory_bytes
+from .mosaic import count_mosaic_section, needs_mosaic
 from .pipeline import CountSettings, count_section
 from .progress import Cancelled, CancelToken, ProgressCallback, report, sub_progress
 from .provenance import now_iso
@@ -315,15 +316,24 @@ def _count_row(row: dict, settings: StudySettings, folder: Path, notes: list[str
                 f"error: {folder}: no complete saved result to summarize; count the section first"}
     result = {"fingerprint": fingerprint, "key": row["_key"]}
     try:
-        section = read_section(row["path"], pixel_size_um=pixel, memory_limit_bytes=available_memory_bytes())
-        notes.extend(section.notes)
-        if keep:
-            corrections = saved.corrections_with_changes()
-            counted = count_section(section, settings=count, labels=saved.labels, gcl_mask=saved.gcl,
-                                    corrections=corrections, progress=progress, cancel=cancel)
-            counted.summary["gcl_source"] = "edited" if corrections.gcl else previous.get("gcl_source", "mask")
+        limit = available_memory_bytes()
+        if not keep and needs_mosaic(row["path"], memory_limit_bytes=limit, pixel_size_um=pixel):
+            # Too large to count whole, but stored in chunks (tiled/pyramidal TIFF, OME-Zarr): its dentate
+            # gyrus is found on a coarse level and counted in tiles (dcxcount.mosaic).
+            counted = count_mosaic_section(row["path"], settings=count, pixel_size_um=pixel, dentate_gyrus=row.get("dg"),
+                                           gcl_outline=outline, max_memory_bytes=limit, progress=progress,
+                                           cancel=cancel)
         else:
-            counted = count_section(section, settings=count, gcl_outline=outline, progress=progress, cancel=cancel)
+            section = read_section(row["path"], pixel_size_um=pixel, memory_limit_bytes=limit)
+            notes.extend(section.notes)
+            if keep:
+                corrections = saved.corrections_with_changes()
+                counted = count_section(section, settings=count, labels=saved.labels, gcl_mask=saved.gcl,
+                                        corrections=corrections, progress=progress, cancel=cancel)
+                counted.summary["gcl_source"] = "edited" if corrections.gcl else previous.get("gcl_source", "mask")
+            else:
+                counted = count_section(section, settings=count, gcl_outline=outline, progress=progress,
+                                        cancel=cancel)
     except NoGCLFoundError as error:
         result["status"] = f"no GCL found: {error}"
     except (ValueError, OSError) as error:
