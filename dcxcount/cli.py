@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -275,7 +276,26 @@ def _study_defaults():
     return StudySettings()
 
 
+@contextlib.contextmanager
+def _memory_limit(gigabytes: float):
+    """``DCXCOUNT_MEMORY_LIMIT`` for the run (read wherever a section is counted, Dask workers included), then as before."""
+    from .memory import LIMIT_VARIABLE
+
+    before = os.environ.get(LIMIT_VARIABLE)
+    os.environ[LIMIT_VARIABLE] = f"{gigabytes}GB"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(LIMIT_VARIABLE, None)
+        else:
+            os.environ[LIMIT_VARIABLE] = before
+
+
 def _count(args: argparse.Namespace) -> int:
+    if getattr(args, "max_memory_gb", None) is not None:
+        with _memory_limit(args.max_memory_gb):
+            return _count(argparse.Namespace(**{**vars(args), "max_memory_gb": None}))
     from .batch import SettingsError, StudySettings, corrected_notices, plan_study, run_study
     from .samplesheet import SamplesheetError
     from .segment import ModelNotAvailableError, kind_of_marker, load_engine
@@ -455,6 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("--workers", type=_whole_at_least(1), default=1,
                        help="sections counted in parallel (Dask)")
     count.add_argument("--scheduler", help="address of a Dask scheduler to run on")
+    count.add_argument("--max-memory-gb", type=_positive_number, metavar="GB",
+                       help="memory one section may use (default: what is free). A larger section stored in tiles "
+                            "(pyramidal OME-TIFF, OME-Zarr) is counted around its dentate gyrus, tile by tile "
+                            "(a `dg` column picks left or right); any other is refused")
     count.add_argument("--section-interval", type=_whole_at_least(1), metavar="K",
                        help=f"every K-th section was counted; the estimated totals scale with it (default "
                             f"{defaults.section_interval}, said when used; a samplesheet column overrides it)")
