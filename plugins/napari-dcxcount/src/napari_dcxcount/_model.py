@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -181,16 +180,13 @@ class CountRequest:
             Channels in :attr:`channel_order`, named by marker, so that the
             core finds each marker's channel by name as it does in a file.
         """
-        from dcxcount.io import Section
+        from dcxcount.io import section_from_arrays
 
-        # napari may hold a lazy (dask) array; the core needs the pixels.
+        # napari may hold a lazy (dask) array; the core needs the pixels. The core cleans them as
+        # it cleans a file's (NaN and infinite pixels masked), so a layer counts as its file would.
         data = np.stack([np.asarray(self.images[marker]) for marker in self.channel_order])
-        # Section has no constructor from arrays; its fields are public. The layers came through
-        # read_section (the reader) or are the user's own arrays, so the pixel size is what the
-        # layer's scale says.
-        return Section(path=Path(self.source), data=data, channel_names=self.channel_order,
-                       pixel_size_um=float(self.pixel_size_um), pixel_size_source="napari layer scale",
-                       projection="none")
+        return section_from_arrays(data, channel_names=self.channel_order, pixel_size_um=float(self.pixel_size_um),
+                                   path=self.source)
 
     def settings(self) -> CountSettings:
         """The core's settings: the chosen model, each marker's channel by index."""
