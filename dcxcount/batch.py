@@ -242,6 +242,9 @@ def _fingerprint(row: dict, count: CountSettings, pixel_size_um: float | None, o
                "settings": asdict(count), "models": _model_digests(count, ["dcx", "neun", "dapi", "brdu", "edu",
                                                                             *count.channels]),
                "dcxcount_version": __version__, "format_version": FORMAT_VERSION}
+    dg = row.get("dg")
+    if isinstance(dg, str) and dg.strip():  # which DG of a mosaic (added only when given: other results stay valid)
+        payload["dg"] = dg.strip().lower()
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
