@@ -285,7 +285,7 @@ def is_mosaic(path: str | PathLike[str]) -> bool:
 
 def needs_mosaic(path: str | PathLike[str], *, memory_limit_bytes: int | None,
                  pixel_size_um: float | None = None) -> bool:
-    """Whether a file must be counted as a mosaic: OME-Zarr, or too large to count whole but readable in chunks.
+    """Whether a file must be counted as a mosaic: OME-Zarr, or a pyramid too large to count whole.
 
     A pyramidal TIFF that fits is counted whole, as any section: the tiled
     path is for what would not fit, and a section counted whole is the
@@ -316,7 +316,9 @@ def needs_mosaic(path: str | PathLike[str], *, memory_limit_bytes: int | None,
             chunk = math.prod(level.array.chunks) * mosaic.dtype.itemsize
     except Exception:  # unreadable, no pixel size, odd axes: read_section gives the reason
         return False
-    return need > memory_limit_bytes and chunk <= _MAX_CHUNK_BYTES
+    # Without a coarser level, finding the DG would decode the whole image first (a minute and more for
+    # 30,000^2 px): such a file is refused from its header as before, and count_mosaic still takes it.
+    return need > memory_limit_bytes and chunk <= _MAX_CHUNK_BYTES and len(mosaic.levels) > 1
 
 
 def _header_pixel_size(path: Path) -> float | None:
@@ -487,8 +489,11 @@ def read_downsampled(mosaic: Mosaic, *, channel: int, pixel_size_um: float) -> t
     if out_h == 0 or out_w == 0:
         raise MosaicError(f"{mosaic.path}: the image is too small to look for a dentate gyrus at {pixel_size_um} um")
     channels = max(1, len(mosaic.channel_names))
-    rows_per_strip = max(factor, int(_STRIP_BYTES / (width * channels * max(mosaic.dtype.itemsize, 4)))
-                         // factor * factor)
+    # Strips of whole chunk rows (a chunk is decoded whole however few of its rows are asked for) and of
+    # whole blocks.
+    chunk_rows = int(dict(zip(level.axes, level.array.chunks)).get("Y", 1))
+    unit = chunk_rows * factor // math.gcd(chunk_rows, factor)
+    rows_per_strip = max(1, int(_STRIP_BYTES / (width * channels * max(mosaic.dtype.itemsize, 4))) // unit) * unit
     out = np.empty((out_h, out_w), np.float32)
     for start in range(0, out_h * factor, rows_per_strip):
         stop = min(start + rows_per_strip, out_h * factor)

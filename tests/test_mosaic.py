@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 from skimage import measure
@@ -244,3 +245,24 @@ def test_a_region_can_be_given_as_an_outline(two_dg, tmp_path):
     assert region.box_px == (600, 1601, 900, 1901)
     assert region.gcl.shape == (1001, 1001) and region.gcl[100:900, 100:900].all() and not region.gcl[:99].any()
     assert region.source == str(outline)
+
+
+@pytest.mark.slow
+def test_dcxcount_count_counts_a_mosaic_too_large_for_memory_around_the_dg_it_is_told(two_dg, tmp_path):
+    """Over --max-memory-gb as a whole, the mosaic is counted around one DG: the one a `dg` column names."""
+    from dcxcount.cli import main
+
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(f"path,animal,section,dg\n{two_dg[2]},m1,1,right\n{two_dg[2]},m1,2,\n")
+    out = tmp_path / "out"
+    code = main(["count", str(sheet), "--out", str(out), "--section-interval", "6", "--hemispheres", "1",
+                 "--max-memory-gb", "1.5"])
+    sections = pd.read_csv(out / "sections.csv")
+    assert code == 1  # the row that does not say which of the two DG to count fails, on its own
+    counted, ambiguous = sections.iloc[0], sections.iloc[1]
+    assert counted["status"] == "ok" and counted["region_side"] == "right" and counted["mosaic_level"] == 0
+    truth = two_dg["scene2"].sections[1][0]
+    in_layer = (truth.cells["depth"] >= -10 / 70) & (truth.cells["depth"] <= 1)
+    expected = int((in_layer & (truth.cells["marker"] == "neun")).sum())
+    assert abs(counted["neun_count"] - expected) <= 0.1 * expected
+    assert "2 dentate gyri found" in ambiguous["status"] and "dg" in ambiguous["status"]
