@@ -66,6 +66,14 @@ def main(out: str) -> None:
     viewer.close()
 
 
+def _dock(viewer, widget, name: str, width: int = 470) -> None:
+    """Dock `widget` on the right at `width` px, leaving the canvas most of the window."""
+    from qtpy.QtCore import Qt
+
+    dock = viewer.window.add_dock_widget(widget, name=name, area="right")
+    viewer.window._qt_window.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
+
+
 def _wait(widget, seconds: float = 900) -> None:
     from qtpy.QtWidgets import QApplication
 
@@ -115,7 +123,7 @@ def study_shots(out: str) -> None:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1500, 950)
     review = ReviewWidget(viewer, folder=study)
-    viewer.window.add_dock_widget(review, name="dcxcount: Review", area="right")
+    _dock(viewer, review, "dcxcount: Review")
     for layer in ("neun labels", "NeuN"):
         viewer.layers[layer].visible = False  # the nuclei hide the DCX cells at this zoom
     review.command("next_cell")
@@ -128,7 +136,7 @@ def study_shots(out: str) -> None:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1500, 950)
     blinded = ReviewWidget(viewer, folder=study, blinded=True, seed=7)
-    viewer.window.add_dock_widget(blinded, name="dcxcount: Review", area="right")
+    _dock(viewer, blinded, "dcxcount: Review")
     for layer in ("neun labels", "NeuN"):
         viewer.layers[layer].visible = False
     blinded.command("next_cell")
@@ -144,7 +152,7 @@ def study_shots(out: str) -> None:
     viewer.open(str(study / "sections" / session.order[0]), plugin="napari-dcxcount")  # a corrected section
     viewer.layers["neun labels"].visible = viewer.layers["NeuN"].visible = False
     tune = FineTuneWidget(viewer, folder=study, steps=20)
-    viewer.window.add_dock_widget(tune, name="dcxcount: Fine-tune", area="right")
+    _dock(viewer, tune, "dcxcount: Fine-tune")
     tune.fine_tune()
     _wait(tune)
     QApplication.processEvents()
@@ -158,7 +166,7 @@ def study_shots(out: str) -> None:
     viewer.open(str(rater_b / "sections" / ReviewSession(rater_b).order[0]), plugin="napari-dcxcount")
     viewer.layers["neun labels"].visible = viewer.layers["NeuN"].visible = False
     agree = AgreementWidget(viewer, folder_a=rater_a, folder_b=rater_b)
-    viewer.window.add_dock_widget(agree, name="dcxcount: Agreement", area="right")
+    _dock(viewer, agree, "dcxcount: Agreement", 560)
     agree.compare()
     _wait(agree)
     QApplication.processEvents()

@@ -155,10 +155,10 @@ class ReviewWidget(QWidget):
             return b
 
         moves = QHBoxLayout()
-        moves.addWidget(button("◀ section (p)", "previous_section", "Previous section"))
-        moves.addWidget(button("section (n) ▶", "next_section", "Next section"))
-        moves.addWidget(button("◀ doubtful (k)", "previous_cell", "Previous doubtful stage call"))
-        moves.addWidget(button("doubtful (j) ▶", "next_cell", "Next doubtful stage call"))
+        moves.addWidget(button("◀ Section", "previous_section", "Previous section (p)"))
+        moves.addWidget(button("Section ▶", "next_section", "Next section (n)"))
+        moves.addWidget(button("◀ Doubtful", "previous_cell", "Previous doubtful stage call (k)"))
+        moves.addWidget(button("Doubtful ▶", "next_cell", "Next doubtful stage call (j)"))
         stages = QHBoxLayout()
         stages.addWidget(QLabel("Stage:"))
         for stage in "ABCDEF":

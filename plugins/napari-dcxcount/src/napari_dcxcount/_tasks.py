@@ -52,6 +52,8 @@ class TaskPanel(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        # Room for a two-line message: a word-wrapped label in a dock is otherwise squeezed to one.
+        self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing() + 4)
         row = QHBoxLayout()
         row.addWidget(self.bar, 1)
         row.addWidget(self.cancel_button)
