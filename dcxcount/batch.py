@@ -564,6 +564,9 @@ def _run_on_dask(rows: list[dict], settings: StudySettings, out_dir: Path, *, wo
     with contextlib.ExitStack() as stack:  # the cluster is closed however the loop ends
         try:
             if scheduler is None:
+                # One section at a time per worker process, and the cores shared out between the workers'
+                # torch/BLAS threads: more threads than cores made 2 workers slower than 1 (docs/benchmarks.md).
+                stack.enter_context(_worker_threads(workers))
                 cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                            dashboard_address=None))
                 client = stack.enter_context(Client(cluster))
@@ -589,6 +592,41 @@ def _run_on_dask(rows: list[dict], settings: StudySettings, out_dir: Path, *, wo
                 client.cancel(list(futures))
             report(progress, cancel, done / len(rows),
                    f"{row['animal']} s{_section_text(row['section'])}: {result['status'][:40]}")
+
+
+@contextlib.contextmanager
+def _worker_threads(workers: int):
+    """Local Dask workers started inside get ``cores // workers`` compute threads each (at least 1).
+
+    N workers on N cores must not run N x N threads: with 2 threads in each of
+    2 workers on 2 cores the study took 1.5x as long as one worker's
+    (docs/benchmarks.md). The counts must be in a worker process's environment
+    before it imports torch, numpy's BLAS and numba (``torch.set_num_threads``
+    in a running worker would miss the BLAS and numba pools), so they go to
+    Dask's ``pre-spawn-environ``, and to this process's environment, which the
+    Nanny lets override that, while the workers start. They replace an
+    ``OMP_NUM_THREADS`` the shell sets (HPC modules often set it to the
+    node's cores); this process's values are restored afterwards.
+    """
+    import dask
+
+    try:
+        cores = len(os.sched_getaffinity(0))  # a container's or a SLURM job's share, not the host's
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    threads = str(max(1, cores // max(1, workers)))
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, threads))
+    try:
+        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": threads for name in names}):
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def summarize_study(out_dir: str | os.PathLike, *, progress: ProgressCallback | None = None,
