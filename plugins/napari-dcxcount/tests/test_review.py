@@ -226,3 +226,55 @@ def test_an_edited_gcl_is_recounted_recorded_and_saved(make_napari_viewer, qtbot
     assert saved["gcl"]["who"] == widget.session.who
     record = json.loads((study_copy / "sections" / key / "result.json").read_text())
     assert record["gcl_source"] == "edited"
+
+
+def test_the_review_keys_work_on_the_canvas(make_napari_viewer, qtbot, counted_study):
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer(show=True)
+    widget = ReviewWidget(viewer, folder=counted_study)
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key.Key_J)
+    assert widget._cell_index == 0
+    qtbot.keyClick(canvas, Qt.Key.Key_J)
+    assert widget._cell_index == 1
+    qtbot.keyClick(canvas, Qt.Key.Key_K)
+    assert widget._cell_index == 0
+    widget.close()
+    assert "J" not in {str(k) for k in viewer.keymap}  # closing the widget unbinds its keys
+
+
+# A fresh process, as a user starts napari: the canvas (and, under software OpenGL, the
+# system's LLVM) is loaded before the core imports torch. The other tests import the core first.
+_FRESH_VIEWER = """
+import sys, time
+import napari
+from qtpy.QtWidgets import QApplication
+viewer = napari.Viewer(show=True)
+QApplication.processEvents()
+assert "torch" not in sys.modules
+from napari_dcxcount._review import ReviewWidget
+widget = ReviewWidget(viewer, folder=sys.argv[1])
+widget.command("next_cell")
+widget.command("stage_B")
+deadline = time.monotonic() + 240
+while widget.task.running and time.monotonic() < deadline:
+    QApplication.processEvents()
+    time.sleep(0.05)
+assert widget.task.error is None, widget.task.error
+print("stage_by_person", widget.session.current.result.summary["stage_by_person"])
+viewer.close()
+"""
+
+
+def test_the_review_widget_loads_the_core_after_the_canvas(counted_study, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    out = shutil.copytree(counted_study, tmp_path / "out")
+    done = subprocess.run([sys.executable, "-c", _FRESH_VIEWER, str(out)], capture_output=True, text=True,
+                          timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stage_by_person 1" in done.stdout

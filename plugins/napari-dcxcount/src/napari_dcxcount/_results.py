@@ -172,6 +172,7 @@ class Study:
         ResultsFolderError
             As :func:`find_results`, or ``settings.json`` is damaged.
         """
+        keep_triton_from_system_llvm()  # before the core's first import in this process (see _compat)
         from dcxcount.section_folder import read_record
 
         out_dir, _ = find_results(path)
@@ -237,6 +238,7 @@ class StudySection:
 
 def _saved_as_result(saved: SavedSection, *, pixel_size_um: float) -> SectionResult:
     """A saved section as the core's ``SectionResult`` (the layer frame rebuilt from the saved GCL)."""
+    keep_triton_from_system_llvm()
     from dcxcount.gcl import frame_from_gcl
     from dcxcount.pipeline import SectionResult
 
@@ -383,6 +385,7 @@ class ReviewSession:
     current: _Current | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
+        keep_triton_from_system_llvm()
         self.study = Study.open(self.out_dir)
         keys = list(self.study.entries)
         if self.blinded:
@@ -605,6 +608,7 @@ class ReviewSession:
         dict
             What was written to ``result.json``.
         """
+        keep_triton_from_system_llvm()
         from dcxcount.section_folder import save_section
 
         current = self._require()

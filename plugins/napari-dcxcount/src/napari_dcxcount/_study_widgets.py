@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._compat import keep_triton_from_system_llvm
 from ._review import _fill, _table
 from ._study import FineTuned, agreement_rows, animal_rows, fine_tune_study, recount_study
 from ._tasks import TaskPanel
@@ -200,6 +201,7 @@ class AgreementWidget(QWidget):
             return None
 
         def task(progress: Any, cancel: Any) -> Agreement:
+            keep_triton_from_system_llvm()  # the core imports torch (see _compat)
             from dcxcount.agreement import compare_studies
 
             return compare_studies(a, b)

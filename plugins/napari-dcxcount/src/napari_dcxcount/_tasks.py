@@ -15,6 +15,8 @@ from typing import Any
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
+from ._compat import keep_triton_from_system_llvm
+
 __all__ = ["TaskPanel"]
 
 _BAR_STEPS = 1000
@@ -80,6 +82,7 @@ class TaskPanel(QWidget):
             return None
         from superqt.utils import create_worker
 
+        keep_triton_from_system_llvm()  # the task will import the core's torch (see _compat)
         from dcxcount.progress import CancelToken
 
         token = CancelToken()
