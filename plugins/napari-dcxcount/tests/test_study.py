@@ -79,9 +79,10 @@ def test_fine_tune_on_corrected_sections_then_recount_with_the_new_model(make_na
 def test_agreement_panel_on_a_study_and_a_corrected_copy(make_napari_viewer, qtbot, counted_study, study_copy):
     from dcxcount.cli import main
 
-    # Rater B erased one counted DCX cell of N in the whole study: F1 = 2(N-1) / (2N-1).
+    # Rater B erased one counted DCX cell of N in the whole study, F1 = 2(N-1) / (2N-1), and
+    # called another cell's stage F.
     session = ReviewSession(study_copy)
-    _delete_one_label(session, 0)
+    _delete_one_label(session, 0, stage="F")
     assert main(["summarize", str(study_copy)]) == 0
     cells = pd.read_csv(counted_study / "cells.csv")
     n = int(((cells["marker"] == "dcx") & cells["counted"].astype(bool)).sum())
@@ -97,6 +98,20 @@ def test_agreement_panel_on_a_study_and_a_corrected_copy(make_napari_viewer, qtb
     assert values["DCX detection F1"][0] == f"{2 * (n - 1) / (2 * n - 1):.3f}"
     assert values["counted by A"][0] == str(n) and values["counted by B"][0] == str(n - 1)
     assert values["DCX detection F1"][1].startswith(f"{n - 1} matched, 1 only A, 0 only B")
+    # Cohen's kappa by hand over the matched cells (same cell_id in both copies: B only erased one).
+    def counted_dcx(out):
+        table = pd.read_csv(out / "cells.csv")
+        table = table[(table["marker"] == "dcx") & table["counted"].astype(bool)]
+        return table.set_index(["animal", "section", "cell_id"])["stage"]
+
+    pairs = pd.concat([counted_dcx(counted_study), counted_dcx(study_copy)], axis=1, join="inner").to_numpy()
+    assert len(pairs) == n - 1
+    observed = np.mean(pairs[:, 0] == pairs[:, 1])
+    expected = sum(np.mean(pairs[:, 0] == s) * np.mean(pairs[:, 1] == s) for s in "ABCDEF")
+    kappa = (observed - expected) / (1 - expected)
+    assert agreement.stages.value == pytest.approx(kappa) and kappa < 1
+    assert values["kappa, stages A-F"][0] == f"{kappa:.3f}"
+    assert values["kappa, stages A-F"][1].startswith(f"{n - 1} cells rated by both")
     # Per animal: the corrected animal differs by one cell, the other not at all.
     animals = {widget.animals.item(r, 0).text(): widget.animals.item(r, 5).text()
                for r in range(widget.animals.rowCount())}
