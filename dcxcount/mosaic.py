@@ -36,9 +36,11 @@ of empty hilus is not stretched to look like a packed GCL.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -744,12 +746,33 @@ def _owned_objects(labels: np.ndarray, tile: Tile, *, shape: tuple[int, int]) ->
     return keep[labels], int((owned & cut).sum())
 
 
+def _default_tile_workers() -> int:
+    """Tiles at once when not told: the cores over torch's threads per tile; 1 inside a Dask worker.
+
+    Each tile's network already runs on torch's threads, so more tiles than
+    cores / threads only make them wait for each other; a Dask worker counting
+    one section of a study shares the cores with the other workers.
+    """
+    distributed = sys.modules.get("distributed")
+    if distributed is not None:
+        with contextlib.suppress(ValueError):
+            distributed.get_worker()
+            return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    import torch
+
+    return max(1, cores // max(1, torch.get_num_threads()))
+
+
 def _parallel_tiles(*, tile_bytes: float, budget_bytes: float | None, workers: int | None) -> int:
-    """How many tiles may be segmented at once: the CPUs, as far as the memory budget allows."""
-    cpus = workers or os.cpu_count() or 1
+    """How many tiles may be segmented at once: ``workers`` (or :func:`_default_tile_workers`) within the budget."""
+    wanted = workers or _default_tile_workers()
     if budget_bytes is None:
-        return max(1, cpus)
-    return int(max(1, min(cpus, budget_bytes // max(tile_bytes, 1))))
+        return max(1, wanted)
+    return int(max(1, min(wanted, budget_bytes // max(tile_bytes, 1))))
 
 
 @dataclass
@@ -810,7 +833,7 @@ def segment_tiled(image: np.ndarray, *, engines: dict[str, object], pixel_size_u
     max_memory_bytes : int, optional
         Memory the tiles in flight may take together; one tile at a time when one needs more.
     workers : int, optional
-        Tiles at once at most (default: the CPUs).
+        Tiles at once at most (default: the cores over torch's threads; 1 in a Dask worker).
     progress, cancel
         See :mod:`dcxcount.progress`; checked between batches of tiles.
     stats : dict, optional
