@@ -41,7 +41,7 @@ from .estimators import animals_table
 from .gcl import NoGCLFoundError
 from .io import read_section
 from .memory import available_memory_bytes
-from .mosaic import count_mosaic_section, needs_mosaic
+from .mosaic import count_mosaic_section, needs_mosaic, recount_mosaic_section
 from .pipeline import CountSettings, count_section
 from .progress import Cancelled, CancelToken, ProgressCallback, report, sub_progress
 from .provenance import now_iso
@@ -320,12 +320,19 @@ def _count_row(row: dict, settings: StudySettings, folder: Path, notes: list[str
     result = {"fingerprint": fingerprint, "key": row["_key"]}
     try:
         limit = available_memory_bytes()
-        if not keep and needs_mosaic(row["path"], memory_limit_bytes=limit, pixel_size_um=pixel):
-            # Too large to count whole, but stored in chunks (tiled/pyramidal TIFF, OME-Zarr): its dentate
+        # Counted as a mosaic once, recounted as one: its saved labels are those of the mosaic's box.
+        mosaic = "mosaic_level" in previous if keep else needs_mosaic(row["path"], memory_limit_bytes=limit,
+                                                                      pixel_size_um=pixel)
+        if mosaic and not keep:
+            # Too large to count whole, but stored in chunks (pyramidal TIFF, OME-Zarr): its dentate
             # gyrus is found on a coarse level and counted in tiles (dcxcount.mosaic).
-            counted = count_mosaic_section(row["path"], settings=count, pixel_size_um=pixel, dentate_gyrus=row.get("dg"),
-                                           gcl_outline=outline, max_memory_bytes=limit, progress=progress,
-                                           cancel=cancel)
+            counted = count_mosaic_section(row["path"], settings=count, pixel_size_um=pixel,
+                                           dentate_gyrus=row.get("dg"), gcl_outline=outline, max_memory_bytes=limit,
+                                           progress=progress, cancel=cancel)
+        elif mosaic:  # a person's corrections, in the box the mosaic was counted in
+            counted = recount_mosaic_section(row["path"], previous, labels=saved.labels, gcl_mask=saved.gcl,
+                                             corrections=saved.corrections_with_changes(), settings=count,
+                                             pixel_size_um=pixel, progress=progress, cancel=cancel)
         else:
             section = read_section(row["path"], pixel_size_um=pixel, memory_limit_bytes=limit)
             notes.extend(section.notes)

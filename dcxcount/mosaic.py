@@ -42,7 +42,7 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
@@ -51,6 +51,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import measure, segmentation
 
+from .corrections import Corrections
 from .gcl import NoGCLFoundError, frame_from_gcl, gcl_from_nuclei
 from .io import Section, SectionReadError, section_from_arrays
 from .memory import MODEL_PIXEL_SIZE_UM, available_memory_bytes, count_memory_bytes, format_bytes
@@ -63,7 +64,7 @@ __all__ = ["MosaicError", "MosaicLevel", "Mosaic", "DentateRegion", "Tile", "Mos
            "is_mosaic", "needs_mosaic", "choose_level", "read_downsampled", "find_dentate_gyri",
            "region_from_outline", "tile_grid", "segment_tiled", "count_region", "count_mosaic",
            "count_mosaic_section", "DETECTION_PIXEL_SIZE_UM", "DEFAULT_TILE_PX", "DEFAULT_OVERLAP_PX",
-           "DEFAULT_MARGIN_UM", "write_mosaic"]
+           "DEFAULT_MARGIN_UM", "write_mosaic", "recount_mosaic_section", "MOSAIC_COLUMNS"]
 
 DETECTION_PIXEL_SIZE_UM = 2.5
 """Pixel size the DG is looked for at: a 9 um nucleus is ~4 px, a 70 um GCL ~28 px thick."""
@@ -1142,6 +1143,50 @@ def count_mosaic_section(path: str | PathLike[str], *, settings: CountSettings =
                 region = found[0]
         return count_region(mosaic, region, settings=settings, max_memory_bytes=budget,
                             progress=sub_progress(progress, 0.05, 1.0), cancel=cancel)
+
+
+MOSAIC_COLUMNS = ("mosaic_level", "region", "region_side", "box_x_um", "box_y_um", "box_width_px", "box_height_px",
+                  "tiles", "tile_cut_objects")
+"""The summary entries (sections.csv columns) of a section counted as a mosaic."""
+
+
+def recount_mosaic_section(path: str | PathLike[str], record: Mapping, *, labels: Mapping[str, np.ndarray],
+                           gcl_mask: np.ndarray, corrections: Corrections, settings: CountSettings = CountSettings(),
+                           pixel_size_um: float | None = None, progress: ProgressCallback | None = None,
+                           cancel: CancelToken | None = None) -> SectionResult:
+    """A mosaic section counted again from its saved (corrected) labels and GCL, in the box it was counted in.
+
+    Parameters
+    ----------
+    path : path
+        The mosaic.
+    record : dict
+        The section's saved result (``result.json``): its :data:`MOSAIC_COLUMNS` say where the box lies.
+    labels, gcl_mask, corrections
+        The saved, possibly corrected, label images, GCL and corrections (in the box's coordinates).
+    (others as for :func:`count_mosaic`)
+
+    Raises
+    ------
+    MosaicError
+        The record is not that of a mosaic section, or its box does not fit the labels.
+    """
+    if any(column not in record for column in MOSAIC_COLUMNS):
+        raise MosaicError(f"{path}: the saved result does not say where in the mosaic the section was counted; "
+                          "count it again with --recount")
+    with open_mosaic(path, pixel_size_um=pixel_size_um) as mosaic:
+        level = int(record["mosaic_level"])
+        px = mosaic.levels[level].pixel_size_um
+        y0, x0 = int(round(record["box_y_um"] / px)), int(round(record["box_x_um"] / px))
+        rows, cols = slice(y0, y0 + int(record["box_height_px"])), slice(x0, x0 + int(record["box_width_px"]))
+        data = mosaic.read(level, rows, cols)
+        section = replace(section_from_arrays(data, channel_names=mosaic.channel_names, pixel_size_um=px,
+                                              path=mosaic.path), pixel_size_source=mosaic.pixel_size_source)
+    counted = count_section(section, settings=settings, labels=labels, gcl_mask=gcl_mask, corrections=corrections,
+                            progress=progress, cancel=cancel)
+    counted.summary["gcl_source"] = "edited" if corrections.gcl else record.get("gcl_source", "mask")
+    counted.summary.update({column: record[column] for column in MOSAIC_COLUMNS})
+    return counted
 
 
 def _iter_windows(shape: tuple[int, int], tile_px: int) -> Iterator[tuple[slice, slice]]:

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 from scipy import ndimage as ndi
 from skimage import measure
 
@@ -266,3 +267,15 @@ def test_dcxcount_count_counts_a_mosaic_too_large_for_memory_around_the_dg_it_is
     expected = int((in_layer & (truth.cells["marker"] == "neun")).sum())
     assert abs(counted["neun_count"] - expected) <= 0.1 * expected
     assert "2 dentate gyri found" in ambiguous["status"] and "dg" in ambiguous["status"]
+
+    # A person erases a counted nucleus: summarize recounts the box from the saved labels, not the whole image.
+    folder = out / "sections" / "m1_s1"
+    cells = pd.read_csv(folder / "cells.csv")
+    victim = int(cells.loc[(cells["marker"] == "neun") & cells["counted"], "cell_id"].iloc[0])
+    labels = tifffile.imread(folder / "labels_neun.tif")
+    labels[labels == victim] = 0
+    tifffile.imwrite(folder / "labels_neun.tif", labels, compression="zlib")
+    main(["summarize", str(out)])
+    again = pd.read_csv(out / "sections.csv").iloc[0]
+    assert again["status"] == "ok" and again["neun_count"] == counted["neun_count"] - 1
+    assert again["region_side"] == "right" and again["box_x_um"] == pytest.approx(counted["box_x_um"])
