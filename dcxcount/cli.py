@@ -351,7 +351,7 @@ def _report_study(result, *, out: Path, verb: str, seconds: float) -> int:
             _say(_failure_line(row))
     n = len(result.sections)
     print(f"{verb} {n - result.n_failed}/{n} sections of {len(result.animals)} animals in {seconds:.1f} s; "
-          f"tables in {Path(out).resolve()}")
+          f"tables in {Path(out).resolve()}" + ("; open report.html there" if result.groups is not None else ""))
     return EXIT_SECTIONS_FAILED if result.n_failed else EXIT_OK
 
 

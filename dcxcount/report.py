@@ -51,6 +51,7 @@ MAIN_METRICS = (
 _STAGE_COLOURS = dict(zip(STAGES, ("#3b0f70", "#5a51a3", "#2c7fb8", "#1a9e77", "#8cc63f", "#f0c419")))
 _GROUP_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 _THUMB_PX = 220
+_NAMES = {"brdu": "BrdU", "edu": "EdU"}
 # Characters openpyxl refuses in a cell (XML 1.0 forbids them).
 _ILLEGAL_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
@@ -189,9 +190,15 @@ def build_report(out_dir: str | os.PathLike, *, sections: pd.DataFrame, animals:
              f"({len(sections) - n_failed} counted, <b>{n_failed} failed</b>). dcxcount "
              f"{_e(__version__)}. The animal is the unit: every point below is one animal.</p>",
              _sampling_block(settings, animals)]
+    if n_failed:
+        # Said at the top too: a PI reading the plots must know they lack these sections.
+        failed = sections[sections["status"] != "ok"]
+        parts.append("<p class='alert'><b>Failed sections, not in the numbers below</b> (details under Quality "
+                     "control): " + "; ".join(f"{_e(r.animal)} s{_e(r.section)}: {_e(str(r.status)[:120])}"
+                                              for r in failed.itertuples()) + "</p>")
 
     metrics = [(m, t) for m, t in MAIN_METRICS if m in animals]
-    readouts = [(f"pct_{a}_{kind}", f"% of {a.upper()}+ cells that are {label}") for a in ANALOGUES
+    readouts = [(f"pct_{a}_{kind}", f"% of {_NAMES[a]}+ cells that are {label}") for a in ANALOGUES
                 if f"pct_{a}_dcx" in animals for kind, label in (("dcx", "DCX+"), ("neun_dcxneg", "NeuN+DCX-"))]
     if readouts:
         parts.append("<h2>Birth-dating read-outs</h2><p>Of the cells labelled at the pulse, the share still "
@@ -221,7 +228,7 @@ table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;paddin
 th{background:#f6f6f6}td.l,th.l{text-align:left}
 .sections{display:flex;flex-wrap:wrap;gap:10px}.section{border:1px solid #ccc;padding:6px;width:236px;font-size:12px}
 .section.failed{border:2px solid #c62828;background:#fff4f4}.section.flagged{border:2px solid #ef8f00;background:#fffaf0}
-.reason{color:#8a1c1c}.legend span{display:inline-block;margin-right:10px;font-size:12px}
+.reason{color:#8a1c1c}.alert{background:#fff4f4;border:1px solid #c62828;padding:6px 10px;border-radius:4px}.legend span{display:inline-block;margin-right:10px;font-size:12px}
 .swatch{display:inline-block;width:10px;height:10px;margin-right:3px;vertical-align:middle}
 </style></head><body>"""
 
@@ -419,7 +426,7 @@ def _qc_block(out_dir: Path, sections: pd.DataFrame, keys: Sequence[str]) -> str
         except Exception as error:  # a damaged folder must not cost the report: say so in its place
             thumb = f"<p class='reason'>no thumbnail: {_e(type(error).__name__)}: {_e(error)}</p>"
         counts = "" if state == "failed" else (
-            f"DCX+ {_e(_fmt(_number(row.get('dcx_count')) or 0))}, GCL {_e(_fmt(_number(row.get('gcl_area_mm2'))))}"
+            f"DCX+ {_e(_plain(_number(row.get('dcx_count')) or 0))}, GCL {_e(_fmt(_number(row.get('gcl_area_mm2'))))}"
             f" mm², GCL from {_e(row.get('gcl_source', ''))}")
         why = "".join(f"<div class='reason'>{_e(r)}</div>" for r in reasons)
         parts.append(f"<div class='section {state}' data-key='{_e(key)}' data-state='{state}'>"
