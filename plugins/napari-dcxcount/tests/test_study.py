@@ -156,3 +156,21 @@ def test_fine_tuning_from_the_widget_raises_f1_on_held_out_corrected_sections(ma
     assert tuned.after["f1"] >= 0.85
     shown = {widget.scores.item(r, 0).text(): widget.scores.item(r, 2).text() for r in range(widget.scores.rowCount())}
     assert shown["f1"] == f"{tuned.after['f1']:.3f}"
+
+
+def test_cancel_stops_fine_tuning_and_saves_no_model(make_napari_viewer, qtbot, study_copy):
+    from dcxcount.progress import Cancelled
+
+    session = ReviewSession(study_copy)
+    for index in range(2):
+        _delete_one_label(session, index)
+    widget = FineTuneWidget(make_napari_viewer(), folder=study_copy, steps=5000)
+    widget.fine_tune()
+    # Cancel once training reports its first steps (the core checks the token between steps).
+    qtbot.waitUntil(lambda: widget.task.bar.value() > 0 or not widget.running, timeout=300_000)
+    widget.task.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=300_000)
+    assert isinstance(widget.task.error, Cancelled)
+    assert widget.fine_tuned is None and not widget.recount_button.isEnabled()
+    assert not list((study_copy / "models").glob("*.safetensors"))
+    assert widget.task.status.text() == "Cancelled."
