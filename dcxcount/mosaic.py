@@ -32,6 +32,14 @@ percent of it. A mosaic is therefore counted in three steps:
 Intensities are normalised once per region (the percentiles the specialist
 model's own normalisation would take on the region), not per tile, so a tile
 of empty hilus is not stretched to look like a packed GCL.
+
+``dcxcount count`` takes this path (:func:`count_mosaic_section`) for a pyramid
+(OME-TIFF with SubIFDs or series levels) or an OME-Zarr that would not fit in
+the memory a section may use (``--max-memory-gb``); a single-level image that
+large stays refused from its header, since finding its DG would decode it
+whole (:func:`count_mosaic` still takes it). A section with two DG counts the
+one its ``dg`` samplesheet column names, or the outlined one; a person's
+corrections are recounted in the same box (:func:`recount_mosaic_section`).
 """
 
 from __future__ import annotations
