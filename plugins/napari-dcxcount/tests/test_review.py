@@ -228,11 +228,11 @@ def test_an_edited_gcl_is_recounted_recorded_and_saved(make_napari_viewer, qtbot
     assert record["gcl_source"] == "edited"
 
 
-def test_the_review_keys_work_on_the_canvas(make_napari_viewer, qtbot, counted_study):
+def test_the_review_keys_work_on_the_canvas(make_napari_viewer, qtbot, study_copy):
     from qtpy.QtCore import Qt
 
     viewer = make_napari_viewer(show=True)
-    widget = ReviewWidget(viewer, folder=counted_study)
+    widget = ReviewWidget(viewer, folder=study_copy)
     canvas = viewer.window._qt_viewer.canvas.native
     canvas.setFocus()
     qtbot.keyClick(canvas, Qt.Key.Key_J)
@@ -241,6 +241,13 @@ def test_the_review_keys_work_on_the_canvas(make_napari_viewer, qtbot, counted_s
     assert widget._cell_index == 1
     qtbot.keyClick(canvas, Qt.Key.Key_K)
     assert widget._cell_index == 0
+    # With the cells layer selected its own A, P and S (add, select) would come first: the review
+    # binds its keys on the layer too.
+    assert viewer.layers.selection.active is viewer.layers["cells"]
+    qtbot.keyClick(canvas, Qt.Key.Key_A)
+    assert widget.session.current.corrections.stages[widget._cells[0]][0] == "A"
+    assert viewer.layers["cells"].mode == "pan_zoom"
+    qtbot.waitUntil(lambda: not widget.task.running, timeout=60_000)
     widget.close()
     assert "J" not in {str(k) for k in viewer.keymap}  # closing the widget unbinds its keys
 

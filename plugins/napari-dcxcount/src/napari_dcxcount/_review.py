@@ -5,8 +5,9 @@ its sections as layers (:func:`._results.study_section_layers`, the same
 layers a count in the viewer adds), binds the review keys, and runs the
 recount and the save in a thread worker (:class:`._tasks.TaskPanel`).
 
-Keys (with the image or the ``cells`` layer selected; a Labels or Shapes
-layer's own keys come first while it is selected):
+Keys (bound on the viewer and on the section's image and ``cells`` layers,
+whose own shortcuts come first while they are selected; a Labels or Shapes
+layer keeps its editing keys):
 
 =====  ==========================================================
 n / p  next / previous section
@@ -270,6 +271,13 @@ class ReviewWidget(QWidget):
         for data, kwargs, kind in study_section_layers(loaded, blinded=self.session.blinded):
             kwargs = {**kwargs, "metadata": {**kwargs.get("metadata", {}), "review": True}}
             self._layers.append(getattr(self.viewer, f"add_{kind}")(data, **kwargs))
+        for layer in self._layers:
+            if layer.metadata.get("dcxcount") not in ("labels", "gcl", "processes"):
+                # The image and cells layers' own keys (Points: A, P, S; Image: C, X) come before the
+                # viewer's while the layer is selected: the review's keys are bound on them too. A
+                # Labels or Shapes layer keeps its editing keys.
+                for key, action in REVIEW_KEYS.items():
+                    layer.bind_key(key, self._key_handler(action), overwrite=True)
         gcl = self._layer("gcl")
         self._gcl_shown = [np.array(d, copy=True) for d in gcl.data] if gcl is not None else []
         self._cells = self.session.doubtful_cells()
