@@ -285,3 +285,40 @@ def test_the_review_widget_loads_the_core_after_the_canvas(counted_study, tmp_pa
                           timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "stage_by_person 1" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_section_counted_in_a_mosaic_is_reviewed_in_its_box(tmp_path):
+    """A section too large to count whole is counted in a box around its DG (dcxcount.mosaic): its labels,
+    GCL and image in the review are the box's, and the recount is the core's recount in that box."""
+    from dcxcount.cli import main
+    from dcxcount.mosaic import write_mosaic
+    from dcxcount.synth import SynthParams, make_section
+    from dcxcount.synth_mosaic import MosaicScene, place_sections
+
+    shape = (2000, 2000)
+    section = make_section(SynthParams(shape_px=(1536, 1536), pixel_size_um=0.65, markers=("dcx", "neun"), seed=3))
+    scene = MosaicScene(shape=shape, pixel_size_um=0.65,
+                        sections=place_sections([section], shape=shape, centres=[(0.5, 0.5)]))
+    path = write_mosaic(tmp_path / "m1.ome.tif", scene.read, shape=shape, channel_names=scene.channel_names,
+                        dtype=np.uint16, pixel_size_um=0.65)
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(f"path,animal,group,section\n{path},m1,saline,1\n")
+    out = tmp_path / "out"
+    # The whole image needs about 0.88 GB to count: under 0.8 GB it is counted as a mosaic.
+    assert main(["count", str(sheet), "--out", str(out), "--max-memory-gb", "0.8"]) == 0
+    before = pd.read_csv(out / "sections.csv").iloc[0]
+    assert before["mosaic_level"] == 0
+
+    session = ReviewSession(out)
+    loaded = session.go(0)
+    assert not loaded.error and loaded.section.data.shape[-2:] == loaded.result.labels["dcx"].shape
+    cells = loaded.result.cells
+    deleted = int(cells.loc[(cells["marker"] == "dcx") & cells["counted"].astype(bool), "cell_id"].iloc[0])
+    labels = {m: np.array(a) for m, a in loaded.result.labels.items()}
+    labels["dcx"][labels["dcx"] == deleted] = 0
+    session.save(session.recount(labels=labels))
+    assert main(["summarize", str(out)]) == 0
+    after = pd.read_csv(out / "sections.csv").iloc[0]
+    assert after["dcx_count"] == before["dcx_count"] - 1
+    assert after["box_x_um"] == pytest.approx(before["box_x_um"]) and after["mosaic_level"] == 0

@@ -261,12 +261,7 @@ def load_study_section(study: Study, key: str) -> StudySection:
     entry = study.entries[key]
     settings, pixel_size_um = study.row_settings(key)
     errors = []
-    try:
-        section = read_section(entry.path, pixel_size_um=pixel_size_um)
-    except (SectionReadError, OSError) as error:
-        section = None
-        errors.append(str(error))
-    saved = result = None
+    saved = result = section = None
     if entry.failed:
         errors.append(f"the section was not counted: {entry.status}")
     else:
@@ -274,11 +269,45 @@ def load_study_section(study: Study, key: str) -> StudySection:
             saved = load_section(study.folder(key))
         except SectionFolderError as error:
             errors.append(str(error))
+    try:
+        if saved is not None and _is_mosaic_record(saved.record):
+            section = _mosaic_box(entry.path, saved.record, pixel_size_um=pixel_size_um)
         else:
-            px = section.pixel_size_um if section is not None else float(saved.record.get("pixel_size_um") or 1.0)
-            result = _saved_as_result(saved, pixel_size_um=px)
+            section = read_section(entry.path, pixel_size_um=pixel_size_um)
+    except (SectionReadError, OSError, ValueError) as error:  # MosaicError is a ValueError
+        errors.append(str(error))
+    if saved is not None:
+        px = section.pixel_size_um if section is not None else float(saved.record.get("pixel_size_um") or 1.0)
+        result = _saved_as_result(saved, pixel_size_um=px)
     return StudySection(entry=entry, section=section, settings=settings, saved=saved, result=result,
                         error="; ".join(errors))
+
+
+def _is_mosaic_record(record: dict) -> bool:
+    """Whether a saved section was counted in a box of a mosaic (dcxcount.mosaic): its files are the box's."""
+    return "mosaic_level" in record
+
+
+def _mosaic_box(path: str, record: dict, *, pixel_size_um: float | None) -> Section:
+    """The box of a mosaic a section was counted in, as a section (its labels and GCL are in its coordinates).
+
+    The box's place is what the core's ``recount_mosaic_section`` reads from
+    ``result.json`` (level, ``box_y_um``, ``box_x_um``, size in pixels).
+    """
+    from dataclasses import replace as replace_field
+
+    from dcxcount.io import section_from_arrays
+    from dcxcount.mosaic import open_mosaic
+
+    with open_mosaic(path, pixel_size_um=pixel_size_um) as mosaic:
+        level = int(record["mosaic_level"])
+        px = mosaic.levels[level].pixel_size_um
+        y0, x0 = int(round(record["box_y_um"] / px)), int(round(record["box_x_um"] / px))
+        rows = slice(y0, y0 + int(record["box_height_px"]))
+        cols = slice(x0, x0 + int(record["box_width_px"]))
+        data = mosaic.read(level, rows, cols)
+        section = section_from_arrays(data, channel_names=mosaic.channel_names, pixel_size_um=px, path=mosaic.path)
+        return replace_field(section, pixel_size_source=mosaic.pixel_size_source)
 
 
 def study_section_layers(loaded: StudySection, *, blinded: bool = False) -> list[LayerData]:
@@ -584,12 +613,21 @@ class ReviewSession:
                                      f"({current.loaded.error})")
         corrections = self.edits(labels=labels, gcl_mask=gcl_mask)
         gcl = gcl_mask if gcl_mask is not None else current.gcl
-        result = count_section(current.loaded.section, settings=current.loaded.settings,
-                               labels={m: np.asarray(a, np.int32) for m, a in labels.items()}, gcl_mask=gcl,
-                               corrections=corrections, progress=progress, cancel=cancel)
-        # As the batch marks a kept section (dcxcount.batch): an edited GCL says so, else it is the saved one's.
+        labels = {m: np.asarray(a, np.int32) for m, a in labels.items()}
         previous = current.loaded.saved.record if current.loaded.saved is not None else {}
-        result.summary["gcl_source"] = "edited" if corrections.gcl else previous.get("gcl_source", "mask")
+        if _is_mosaic_record(previous):
+            # Counted in a box of a mosaic: the core recounts it in that box, as summarize does.
+            from dcxcount.mosaic import recount_mosaic_section
+
+            _, pixel_size_um = self.study.row_settings(current.loaded.entry.key)
+            result = recount_mosaic_section(current.loaded.entry.path, previous, labels=labels, gcl_mask=gcl,
+                                            corrections=corrections, settings=current.loaded.settings,
+                                            pixel_size_um=pixel_size_um, progress=progress, cancel=cancel)
+        else:
+            result = count_section(current.loaded.section, settings=current.loaded.settings, labels=labels,
+                                   gcl_mask=gcl, corrections=corrections, progress=progress, cancel=cancel)
+            # As the batch marks a kept section (dcxcount.batch): an edited GCL says so, else the saved one's.
+            result.summary["gcl_source"] = "edited" if corrections.gcl else previous.get("gcl_source", "mask")
         current.corrections = corrections
         current.result = result
         current.changed = True
