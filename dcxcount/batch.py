@@ -37,6 +37,7 @@ import pandas as pd
 
 from . import __version__
 from .checks import SettingsError, count_settings_problems, study_value_problems
+from .environ import patched_environ
 from .estimators import animals_table
 from .gcl import NoGCLFoundError
 from .io import read_section
@@ -623,17 +624,9 @@ def _worker_threads(workers: int):
         cores = os.cpu_count() or 1
     threads = str(max(1, cores // max(1, workers)))
     names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(dict.fromkeys(names, threads))
-    try:
-        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": threads for name in names}):
-            yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with patched_environ(dict.fromkeys(names, threads)), \
+            dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": threads for name in names}):
+        yield
 
 
 def summarize_study(out_dir: str | os.PathLike, *, progress: ProgressCallback | None = None,

@@ -26,6 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..environ import patched_environ
 from ..vocabulary import kind_of_marker
 from .specialist import OBJECT_DIAMETER_UM, bundled_model_path, load_specialist
 
@@ -73,18 +74,8 @@ def _weights_only_loads() -> Iterator[None]:
     ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` in a user's environment would turn
     that off. ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` wins over both.
     """
-    saved = {name: os.environ.get(name) for name in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD",
-                                                       "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}
-    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
-    os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
-    try:
+    with patched_environ({"TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": None}):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def check_cellpose_file(path: Path) -> None:
