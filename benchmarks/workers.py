@@ -52,7 +52,9 @@ def _run(command: list[str], *, env: dict[str, str]) -> dict:
                 with p.oneshot():
                     rss += p.memory_info().rss
                     times = p.cpu_times()
-                    cpu[p.pid] = times.user + times.system + times.children_user + times.children_system
+                    # Each process's own time only: a worker's is also added to its parent's children_*
+                    # times when it ends, which would count it twice.
+                    cpu[p.pid] = times.user + times.system
             except psutil.Error:
                 pass
         peak = max(peak, rss)
