@@ -607,7 +607,7 @@ def _worker_threads(workers: int):
     """Local Dask workers started inside get ``cores // workers`` compute threads each (at least 1).
 
     N workers on N cores must not run N x N threads: with 2 threads in each of
-    2 workers on 2 cores the study took 1.5x as long as one worker's
+    2 workers on 2 cores the study took 1.2-2.2x as long as one worker's
     (docs/benchmarks.md). The counts must be in a worker process's environment
     before it imports torch, numpy's BLAS and numba (``torch.set_num_threads``
     in a running worker would miss the BLAS and numba pools), so they go to

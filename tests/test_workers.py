@@ -1,6 +1,6 @@
 """``--workers N``: the cores are shared out between the local Dask workers' compute threads.
 
-With 2 threads in each of 2 workers on 2 cores a study took 1.5x as long as with one
+With 2 threads in each of 2 workers on 2 cores a study took 1.2-2.2x as long as with one
 worker (docs/benchmarks.md); each worker must get cores // N threads, whatever the
 shell's OMP_NUM_THREADS says. (A study counted through ``--scheduler`` is tested in
 tests/test_scheduler.py.)
