@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .appearance import FAMILIES
 from .progress import CancelToken, ProgressCallback
+from .section_folder import SectionFolderError, load_section, read_record, saved_edits
 from .segment.specialist import SpecialistModel
 from .segment.training import (
     FINE_TUNE_LEARNING_RATE,
@@ -160,8 +161,9 @@ def study_sections(out_dir: str | os.PathLike, *, kind: str,
     kind : str
         "dcx" (DCX labels) or "nuclear" (the labels of every nuclear marker).
     keys : sequence of str, optional
-        Section folders to use; by default those holding a person's corrections
-        (:func:`dcxcount.section_folder.saved_edits`), the only ones worth learning from.
+        Section folders to use; by default those in which a person corrected the labels of a
+        marker of ``kind``: a section corrected only in its stages still holds the model's own
+        masks, from which the model has nothing to learn.
 
     Raises
     ------
@@ -169,7 +171,6 @@ def study_sections(out_dir: str | os.PathLike, *, kind: str,
         ``out_dir`` is not a counted study, or a section named in ``keys`` has no saved result.
     """
     from .batch import StudySettings, row_settings
-    from .section_folder import read_record, saved_edits
 
     out_dir = Path(out_dir)
     try:
@@ -179,7 +180,7 @@ def study_sections(out_dir: str | os.PathLike, *, kind: str,
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise TrainingDataError(f"{out_dir}: not a counted study's results folder ({error!r})") from error
     if keys is None:
-        keys = [key for key in rows if saved_edits(out_dir / "sections" / key)]
+        keys = [key for key in rows if _labels_corrected(out_dir / "sections" / key, kind=kind)]
     sections = []
     for key in keys:
         folder = out_dir / "sections" / key
@@ -194,6 +195,16 @@ def study_sections(out_dir: str | os.PathLike, *, kind: str,
             sections.append(labelled_section(rows[key]["path"], labels, name=key, pixel_size_um=pixel_size_um,
                                              channels=count.channels))
     return sections
+
+
+def _labels_corrected(folder: Path, *, kind: str) -> bool:
+    if not saved_edits(folder):  # cheap: no image decoded
+        return False
+    try:
+        edited = load_section(folder).corrections_with_changes().labels
+    except SectionFolderError:
+        return False
+    return any(kind_of_marker(marker) == kind for marker in edited)
 
 
 def _card(*, base: SpecialistModel | None, base_path: str | Path | None, steps: int, batch_size: int, seed: int,
