@@ -51,6 +51,9 @@ MAIN_METRICS = (
 _STAGE_COLOURS = dict(zip(STAGES, ("#3b0f70", "#5a51a3", "#2c7fb8", "#1a9e77", "#8cc63f", "#f0c419")))
 _GROUP_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 _THUMB_PX = 220
+# Images larger than this get no background in their thumbnail: reading them would make the
+# report take seconds per section (a 2048^2 5-channel 16-bit section is 40 MB).
+_BACKGROUND_MAX_BYTES = 64 * 2**20
 _NAMES = {"brdu": "BrdU", "edu": "EdU"}
 # Characters openpyxl refuses in a cell (XML 1.0 forbids them).
 _ILLEGAL_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
@@ -411,8 +414,8 @@ def _qc_block(out_dir: Path, sections: pd.DataFrame, keys: Sequence[str]) -> str
     legend = "".join(f"<span><i class='swatch' style='background:{c}'></i>{s}</span>"
                      for s, c in _STAGE_COLOURS.items())
     parts = [f"<h2>Sections: quality control</h2><p><b>{n_failed} failed</b>, <b>{n_flagged} flagged</b>, listed "
-             "first with their reasons. Each thumbnail shows the GCL outline used and the DCX+ cells coloured by "
-             "stage (hollow grey: outside the counted region).</p>",
+             "first with their reasons. Each thumbnail shows the DCX channel (dark: DCX), the GCL used (blue, "
+             "outlined) and the DCX+ cells coloured by stage (hollow grey: outside the counted region).</p>",
              f"<div class='legend'>{legend}</div>"]
     if n_failed:
         parts.append("<ul class='failed-list'>" + "".join(
@@ -452,10 +455,13 @@ def _thumbnail(folder: Path, row: Mapping) -> str:
     for contour in find_contours(np.pad(small, 1).astype(np.float32), 0.5):
         points = contour[::2] - 1
         paths.append("M" + "L".join(f"{c:.1f},{r:.1f}" for r, c in points) + "Z")
+    pixel = _number(row.get("pixel_size_um"))
+    background = _dcx_background(row, pixel_size_um=pixel, step=step, shape=(h, w))
     out = [f"<svg class='thumb' width='{w}' height='{h}' viewBox='0 0 {w} {h}' xmlns='http://www.w3.org/2000/svg'>",
            f"<rect width='{w}' height='{h}' fill='#fafafa'/>",
-           f"<path d='{' '.join(paths)}' fill='#e3e8f0' stroke='#456' stroke-width='1' fill-rule='evenodd'/>"]
-    pixel = _number(row.get("pixel_size_um"))
+           f"<image class='dcx-image' width='{w}' height='{h}' href='{background}'/>" if background else "",
+           f"<path d='{' '.join(paths)}' fill='#c9d6e8' fill-opacity='{0.35 if background else 1}' stroke='#234' "
+           "stroke-width='1' fill-rule='evenodd'/>"]
     cells_path = folder / "cells.csv"
     if pixel and cells_path.exists():
         wanted = {"marker", "x_um", "y_um", "stage", "counted"}
@@ -470,3 +476,33 @@ def _thumbnail(folder: Path, row: Mapping) -> str:
                        f"stroke='{'#222' if counted else '#999'}' stroke-width='0.5'/>")
     out.append("</svg>")
     return "".join(out)
+
+
+def _dcx_background(row: Mapping, *, pixel_size_um: float | None, step: int, shape: tuple[int, int]) -> str | None:
+    """The section's DCX channel, shrunk and inverted (dark cells on white), as a PNG data URL; None if unavailable.
+
+    Optional: a missing, moved or large image only leaves the thumbnail without it.
+    """
+    import base64
+    import io
+
+    from PIL import Image
+
+    from .io import read_section
+
+    path = row.get("path")
+    spec = dict(part.split("=", 1) for part in str(row.get("channels") or "").split(";") if "=" in part).get("dcx")
+    try:
+        if not isinstance(path, str) or spec is None or os.path.getsize(path) > _BACKGROUND_MAX_BYTES:
+            return None
+        section = read_section(path, pixel_size_um=pixel_size_um)
+        names = list(section.channel_names)
+        index = names.index(spec) if spec in names else int(spec)
+        plane = section.data[index][::step, ::step][:shape[0], :shape[1]].astype(np.float32)
+    except (OSError, ValueError, IndexError):
+        return None
+    low, high = np.nanpercentile(plane, (1, 99.5))
+    scaled = np.clip((plane - low) / max(float(high - low), 1e-6), 0, 1)
+    buffer = io.BytesIO()
+    Image.fromarray((255 - 190 * scaled).astype(np.uint8)).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

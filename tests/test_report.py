@@ -122,8 +122,12 @@ def test_the_report_is_self_contained(study):
     _, out = study
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "<script" not in page.lower()
-    # The only URL is the SVG namespace, which is a name, never fetched.
-    assert set(re.findall(r"(?:https?:)?//[\w.-]+[^\s'\"]*", page)) <= {"http://www.w3.org/2000/svg"}
+    # Every image is inline (a data: URL, whose base64 may hold "//"); beyond them the only URL is the SVG
+    # namespace, which is a name, never fetched.
+    links = re.findall(r"(?:href|src)=['\"]([^'\"]*)", page)
+    assert links and all(link.startswith("data:image/png;base64,") for link in links)
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]*", "", page)
+    assert set(re.findall(r"(?:https?:)?//[\w.-]+[^\s'\"]*", text)) <= {"http://www.w3.org/2000/svg"}
     assert "Content-Security-Policy" in page
 
 
@@ -176,8 +180,8 @@ def test_the_report_renders_in_headless_chromium(study, tmp_path):
     assert "damaged.ome.tif" in failed[0][2]
     states = re.findall(r"<div class=\"section (\w+)\" data-key", dom)
     assert states[0] == "failed" and states.count("failed") == 1 and len(states) == 5
-    # Every counted section has its thumbnail with the GCL outline.
-    assert dom.count("<svg class=\"thumb\"") == 4
+    # Every counted section has its thumbnail with the GCL outline, over its DCX channel.
+    assert dom.count("<svg class=\"thumb\"") == 4 and dom.count("class=\"dcx-image\"") == 4
 
     png = tmp_path / "report.png"
     _browse(out / "report.html", f"--screenshot={png}", "--window-size=1200,1600", "--hide-scrollbars",
