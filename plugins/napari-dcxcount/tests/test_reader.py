@@ -60,3 +60,21 @@ def test_viewer_opens_a_section_through_the_plugin(make_napari_viewer, sample_pa
     layers = viewer.open(str(sample_path), plugin="napari-dcxcount")
     assert [layer.name for layer in layers] == ["DCX", "NeuN"]
     assert tuple(viewer.layers["DCX"].scale) == (0.65, 0.65)
+
+
+def test_a_whole_section_mosaic_opens_lazily_as_multiscale_layers(make_napari_viewer, tmp_path):
+    from dcxcount.mosaic import write_mosaic
+
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 4000, (2, 1100, 1300), dtype=np.uint16)
+    path = write_mosaic(tmp_path / "slide.ome.tif", lambda rows, cols: data[:, rows, cols], shape=(1100, 1300),
+                        channel_names=("DCX", "NeuN"), dtype=np.uint16, pixel_size_um=0.5, tile_px=256,
+                        level_factor=2, smallest_px=200)
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(path), plugin="napari-dcxcount")
+    assert [layer.name for layer in layers] == ["DCX", "NeuN"]
+    dcx = viewer.layers["DCX"]
+    assert dcx.multiscale and [level.shape for level in dcx.data] == [(1100, 1300), (550, 650), (275, 325)]
+    assert tuple(dcx.scale) == (0.5, 0.5) and dcx.metadata["mosaic"]
+    np.testing.assert_array_equal(np.asarray(dcx.data[0][300:620, 1000:]), data[0, 300:620, 1000:])
+    np.testing.assert_array_equal(np.asarray(viewer.layers["NeuN"].data[0][:5, :5]), data[1, :5, :5])

@@ -18,7 +18,7 @@ import numpy as np
 from ._model import MARKER_COLORMAPS, MARKER_NAMES, MARKERS, LayerData
 
 __all__ = ["SUFFIXES", "napari_get_reader", "napari_get_results_reader", "read_section_layers",
-           "section_image_layers", "contrast_limits"]
+           "section_image_layers", "mosaic_image_layers", "contrast_limits"]
 
 SUFFIXES = (".tif", ".tiff")
 """File endings the reader takes (``.ome.tif`` and ``.ome.tiff`` end so too)."""
@@ -188,7 +188,10 @@ def read_section_layers(*, path: str | PathLike[str], pixel_size_um: float | Non
         the Count widget asks for the pixel size.
     """
     from dcxcount.io import SectionReadError, read_section
+    from dcxcount.mosaic import is_mosaic
 
+    if is_mosaic(path):
+        return mosaic_image_layers(path=path, pixel_size_um=pixel_size_um)
     pixel_size_known = True
     try:
         section = read_section(path, pixel_size_um=pixel_size_um)
@@ -247,3 +250,54 @@ def section_image_layers(section: Any, *, path: str | None, pixel_size_known: bo
             "metadata": metadata,
         }, "image"))
     return layers
+
+
+def mosaic_image_layers(*, path: str | PathLike[str], pixel_size_um: float | None = None) -> list[LayerData]:
+    """A pyramidal (whole-section) TIFF as multiscale image layers, read lazily as napari pans and zooms.
+
+    The file is opened by the core (:func:`dcxcount.mosaic.open_mosaic`) and
+    each pyramid level becomes one level of a napari multiscale layer (dask
+    arrays over the file's own zarr store), so a 40,000 px slide opens in
+    seconds and only the tiles on screen are decoded. Names, colours and
+    contrast limits come from the coarsest level, as for a whole section.
+    The file stays open while the layers exist.
+
+    Parameters
+    ----------
+    path : path
+        A tiled, pyramidal OME-TIFF (``dcxcount.mosaic.is_mosaic``).
+    pixel_size_um : float, optional
+        Pixel size of the finest level, replacing the file's.
+    """
+    from dcxcount.io import section_from_arrays
+    from dcxcount.mosaic import open_mosaic
+
+    mosaic = open_mosaic(path, pixel_size_um=pixel_size_um)
+    coarsest = len(mosaic.levels) - 1
+    preview = section_from_arrays(mosaic.read(coarsest, slice(None), slice(None)), channel_names=mosaic.channel_names,
+                                  pixel_size_um=mosaic.levels[coarsest].pixel_size_um, path=str(path))
+    layers = section_image_layers(preview, path=str(path))
+    for index, (_, kwargs, _) in enumerate(layers):
+        pyramid = [_lazy_channel(level, index) for level in mosaic.levels]
+        kwargs.update(multiscale=True, scale=(mosaic.pixel_size_um,) * 2)
+        kwargs["metadata"].update(pixel_size_um=mosaic.pixel_size_um, mosaic=True, levels=len(pyramid))
+        layers[index] = (pyramid, kwargs, "image")
+    return layers
+
+
+def _lazy_channel(level: Any, channel: int) -> Any:
+    """One channel of one pyramid level as a 2-D dask array (z-planes max-projected, lazily)."""
+    import dask.array as da
+
+    data = da.from_zarr(level.array)
+    index: list[Any] = []
+    channel_axis = next((a for a in "CS" if dict(zip(level.axes, level.array.shape)).get(a, 1) > 1), None)
+    for axis in level.axes:
+        if axis in "YXZ":
+            index.append(slice(None))
+        else:
+            index.append(channel if axis == channel_axis else 0)
+    data = data[tuple(index)]
+    if "Z" in level.axes:
+        data = data.max(axis=[a for a in level.axes if a in "YXZ"].index("Z"))
+    return data

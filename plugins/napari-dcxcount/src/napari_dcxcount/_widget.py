@@ -236,6 +236,10 @@ class CountWidget(QWidget):
             raise ValueError("two markers are set to the same layer")
         if self.pixel_size.value() <= 0:
             raise ValueError("the pixel size is unknown: give it in µm")
+        mosaics = [layer.name for layer in chosen.values() if layer.multiscale]
+        if mosaics:
+            raise ValueError(f"{', '.join(mosaics)}: a whole-section mosaic; count it with `dcxcount count`, which "
+                             "finds the dentate gyrus and counts it in tiles, then open the results folder")
         dcx = chosen.get("dcx")
         source = (dcx.metadata.get("path") or dcx.name) if dcx is not None else "napari"
         return CountRequest(images={m: layer.data for m, layer in chosen.items()},
