@@ -452,7 +452,10 @@ def test_a_run_killed_mid_section_resumes_to_the_tables_of_an_uninterrupted_run(
 
     def interrupt(how: int, done_before: int) -> subprocess.CompletedProcess:
         """Start a run and stop it with ``how`` as soon as ``done_before`` sections have finished."""
-        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # A run started in the background of a non-interactive shell (as a CI job may be)
+        # inherits SIGINT ignored; Ctrl-C in a terminal is what this test stands for.
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 600
         while len(list(out.glob("sections/*/result.json"))) < done_before and time.monotonic() < deadline:
             assert process.poll() is None, process.communicate()
