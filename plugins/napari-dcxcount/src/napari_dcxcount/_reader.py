@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ._compat import keep_triton_from_system_llvm
 from ._model import MARKER_COLORMAPS, MARKER_NAMES, MARKERS, LayerData
 
 __all__ = ["SUFFIXES", "napari_get_reader", "napari_get_results_reader", "read_section_layers",
@@ -188,6 +189,8 @@ def read_section_layers(*, path: str | PathLike[str], pixel_size_um: float | Non
         the Count widget asks for the pixel size.
     """
     from dcxcount.io import SectionReadError, read_section
+
+    keep_triton_from_system_llvm()  # dcxcount.mosaic imports the core's torch (see _compat)
     from dcxcount.mosaic import is_mosaic
 
     if is_mosaic(path):
