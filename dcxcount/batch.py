@@ -40,6 +40,7 @@ from .checks import SettingsError, count_settings_problems, study_value_problems
 from .environ import patched_environ
 from .estimators import animals_table
 from .gcl import NoGCLFoundError
+from .hashing import file_sha256, file_version_sha256
 from .io import read_section
 from .memory import available_memory_bytes
 from .mosaic import count_mosaic_section, needs_mosaic, recount_mosaic_section
@@ -200,21 +201,18 @@ def row_settings(row: dict, settings: StudySettings) -> tuple[CountSettings, flo
     return replace(settings.count, channels=channels), pixel
 
 
-def _content_digest(path: str | os.PathLike) -> str | None:
-    """SHA-256 of a file's bytes; None when it cannot be read (the count then reports why)."""
+def _content_digest(path: str | os.PathLike, *, cached: bool) -> str | None:
+    """SHA-256 of a file's bytes; None when it cannot be read (the count then reports why).
+
+    ``cached`` hashes each file version once per process (model files, read for
+    every section); an outline is small and may be re-saved within one mtime
+    tick with the same size, so it is hashed afresh.
+    """
     try:
+        if not cached:
+            return file_sha256(path)
         stat = os.stat(path)
-    except OSError:
-        return None
-    return _digest_of(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _digest_of(path: str, size: int, mtime_ns: int) -> str | None:
-    """Cached per file version: model files are hashed once per run, not once per section."""
-    try:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
+        return file_version_sha256(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
     except OSError:
         return None
 
@@ -224,7 +222,7 @@ def _model_digests(count: CountSettings, markers: list[str]) -> dict[str, str | 
     digests = {}
     for marker in markers:
         path = model_file(count.marker_models.get(marker, count.model), kind=kind_of_marker(marker))
-        digests[marker] = None if path is None else _content_digest(path)
+        digests[marker] = None if path is None else _content_digest(path, cached=True)
     return digests
 
 
@@ -239,7 +237,7 @@ def _fingerprint(row: dict, count: CountSettings, pixel_size_um: float | None, o
     payload = {"path": os.path.abspath(path), "size": stat.st_size if stat else None,
                "mtime_ns": stat.st_mtime_ns if stat else None, "pixel_size_um": pixel_size_um,
                "animal": str(row["animal"]), "section": _section_text(row["section"]),
-               "outline": {"path": outline, "sha256": _content_digest(outline)} if outline else None,
+               "outline": {"path": outline, "sha256": _content_digest(outline, cached=False)} if outline else None,
                "settings": asdict(count), "models": _model_digests(count, ["dcx", "neun", "dapi", "brdu", "edu",
                                                                             *count.channels]),
                "dcxcount_version": __version__, "format_version": FORMAT_VERSION}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .appearance import FAMILIES
+from .hashing import file_sha256
 from .progress import CancelToken, ProgressCallback
 from .section_folder import SectionFolderError, load_section, read_record, saved_edits
 from .segment.specialist import SpecialistModel
@@ -25,7 +26,6 @@ from .segment.training import (
     FINE_TUNE_STEPS,
     LabelledSection,
     TrainingDataError,
-    file_sha256,
     labelled_section,
     score_model,
     split_sections,

@@ -11,8 +11,6 @@ setting, when it ran, on how many CPUs, and the exact command. A later
 from __future__ import annotations
 
 import datetime
-import functools
-import hashlib
 import json
 import os
 import platform
@@ -22,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import __version__
+from .hashing import file_version_sha256
 from .section_folder import write_json
 from .segment import model_file
 from .vocabulary import KNOWN_MARKERS, kind_of_marker
@@ -57,13 +56,6 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-@functools.lru_cache(maxsize=4096)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    """Cached per file version: a summarize or a second record of the same files reads them once."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def file_record(path: str | os.PathLike, *, known: Mapping[tuple, str] | None = None) -> dict:
     """``{"path", "size_bytes", "mtime_ns", "sha256"}`` of a file; ``error`` instead when it cannot be read.
 
@@ -75,7 +67,7 @@ def file_record(path: str | os.PathLike, *, known: Mapping[tuple, str] | None = 
     try:
         stat = os.stat(absolute)
         key = (absolute, stat.st_size, stat.st_mtime_ns)
-        digest = (known or {}).get(key) or _sha256(*key)
+        digest = (known or {}).get(key) or file_version_sha256(*key)
         return {"path": absolute, "size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
     except OSError as error:
         return {"path": absolute, "size_bytes": None, "sha256": None, "error": error.strerror or str(error)}

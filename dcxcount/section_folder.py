@@ -19,7 +19,6 @@ folder was saved: :func:`load_section` reports them in
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import math
 import os
@@ -32,6 +31,7 @@ import pandas as pd
 import tifffile
 
 from .corrections import Corrections, CorrectionsError, Edit
+from .hashing import file_sha256
 from .pipeline import SectionResult
 
 __all__ = ["FORMAT_VERSION", "SavedSection", "SectionFolderError", "save_section", "load_section", "read_record",
@@ -137,7 +137,7 @@ def write_json(path: Path, value: object) -> None:
 
 def _digest(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 

@@ -13,7 +13,6 @@ validation (:func:`split_sections`) and scored before and after fine-tuning
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -37,7 +36,7 @@ from .rescale import nearest_resize, normalize_image, resize_image
 from .specialist import SpecialistModel
 
 __all__ = ["TrainingSample", "prepare_sample", "train_specialist", "synthetic_samples", "LabelledSection", "TrainingDataError", "read_labelled_sections", "split_sections", "score_model",
-           "file_sha256", "labelled_section", "FINE_TUNE_STEPS", "FINE_TUNE_LEARNING_RATE"]
+           "labelled_section", "FINE_TUNE_STEPS", "FINE_TUNE_LEARNING_RATE"]
 
 FINE_TUNE_STEPS = 300
 """Default steps when starting from a trained model: minutes on 2 CPU cores,
@@ -485,10 +484,3 @@ def _scores(detection: Detection, aps: Sequence[float]) -> dict:
             "n_found": detection.true_positives + detection.false_positives}
 
 
-def file_sha256(path: str | PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks so large sections fit in memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
