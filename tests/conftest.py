@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from dcxcount.cli import main
@@ -26,3 +28,13 @@ def counted_study(small_study, tmp_path_factory):
     out = tmp_path_factory.mktemp("counted")
     code = main(["count", str(small_study), "--out", str(out), "--section-interval", "6", "--hemispheres", "1"])
     return small_study, out, code
+
+
+@pytest.fixture
+def study_copy(counted_study, tmp_path):
+    """(samplesheet, a private copy of the counted results folder): a test's edits stay its own."""
+    sheet, out, code = counted_study
+    assert code == 0
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    return sheet, copy

@@ -7,7 +7,6 @@ that each test edits its own folders.
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -20,16 +19,6 @@ from dcxcount.cli import main
 from dcxcount.corrections import Corrections, Edit
 from dcxcount.progress import Cancelled, CancelToken
 from dcxcount.section_folder import load_section, write_json
-
-
-@pytest.fixture
-def study(counted_study, tmp_path):
-    """(samplesheet, a private copy of the counted results folder)."""
-    sheet, out, code = counted_study
-    assert code == 0
-    copy = tmp_path / "out"
-    shutil.copytree(out, copy)
-    return sheet, copy
 
 
 @pytest.fixture
@@ -61,8 +50,8 @@ def _dcx_counts(out, key) -> tuple[int, int]:
     return int(section["dcx_count"].iloc[0]), int(animals.loc[row["animal"], "dcx_count"])
 
 
-def test_a_deleted_label_lowers_the_counts_by_one_without_segmenting(study, no_segmentation, capsys):
-    sheet, out = study
+def test_a_deleted_label_lowers_the_counts_by_one_without_segmenting(study_copy, no_segmentation, capsys):
+    sheet, out = study_copy
     key = sorted(p.name for p in (out / "sections").iterdir())[0]
     folder = out / "sections" / key
     before = _dcx_counts(out, key)
@@ -89,8 +78,8 @@ def test_a_deleted_label_lowers_the_counts_by_one_without_segmenting(study, no_s
     assert "holds a person's corrections (dcx labels edited)" in capsys.readouterr().err
 
 
-def test_a_stage_set_by_a_person_survives_summarize_and_count(study, no_segmentation):
-    sheet, out = study
+def test_a_stage_set_by_a_person_survives_summarize_and_count(study_copy, no_segmentation):
+    sheet, out = study_copy
     key = sorted(p.name for p in (out / "sections").iterdir())[1]
     folder = out / "sections" / key
     cells = pd.read_csv(folder / "cells.csv")
@@ -115,8 +104,8 @@ def test_a_stage_set_by_a_person_survives_summarize_and_count(study, no_segmenta
         new_stage, Edit("rater 1", "2026-11-30T12:00:00+00:00"))
 
 
-def test_recount_discards_corrections_and_says_so(study, capsys):
-    sheet, out = study
+def test_recount_discards_corrections_and_says_so(study_copy, capsys):
+    sheet, out = study_copy
     key = sorted(p.name for p in (out / "sections").iterdir())[0]
     folder = out / "sections" / key
     original = pd.read_csv(folder / "cells.csv")
@@ -130,8 +119,8 @@ def test_recount_discards_corrections_and_says_so(study, capsys):
     pd.testing.assert_frame_equal(pd.read_csv(folder / "cells.csv"), original)
 
 
-def test_an_excluded_object_is_kept_but_not_counted(study):
-    sheet, out = study
+def test_an_excluded_object_is_kept_but_not_counted(study_copy):
+    sheet, out = study_copy
     key = sorted(p.name for p in (out / "sections").iterdir())[0]
     folder = out / "sections" / key
     count = json.loads((folder / "result.json").read_text())["dcx_count"]
@@ -144,8 +133,8 @@ def test_an_excluded_object_is_kept_but_not_counted(study):
     assert bool(row["excluded"]) and not bool(row["counted"])
 
 
-def test_summarize_of_an_untouched_study_reproduces_its_tables(study, no_segmentation):
-    sheet, out = study
+def test_summarize_of_an_untouched_study_reproduces_its_tables(study_copy, no_segmentation):
+    sheet, out = study_copy
     tables = {name: pd.read_csv(out / f"{name}.csv") for name in ("cells", "sections", "animals")}
     # Force every section to be traced and co-labelled again: a changed settings
     # fingerprint makes summarize rebuild from the saved labels.
@@ -186,8 +175,8 @@ def test_cancel_stops_the_batch_between_steps_and_a_rerun_resumes(small_study, t
     assert result.n_failed == 0 and len(result.sections) == len(plan.rows)
 
 
-def test_summarize_reads_back_every_setting(study):
-    _, out = study
+def test_summarize_reads_back_every_setting(study_copy):
+    _, out = study_copy
     record = json.loads((out / "settings.json").read_text())
     settings = StudySettings.from_record(record["settings"])
     assert settings == StudySettings(section_interval=6, hemispheres=1)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 import tifffile
@@ -17,12 +15,9 @@ from dcxcount.segment.training import TrainingDataError
 
 
 @pytest.fixture
-def corrected(counted_study, tmp_path):
+def corrected(study_copy):
     """A copy of the counted study in which a person erased the largest DCX label of two sections."""
-    _, out, code = counted_study
-    assert code == 0
-    copy = tmp_path / "out"
-    shutil.copytree(out, copy)
+    _, copy = study_copy
     keys = sorted(p.name for p in (copy / "sections").iterdir())[:2]
     for key in keys:
         path = copy / "sections" / key / "labels_dcx.tif"
