@@ -88,15 +88,33 @@ class SavedSection:
 
         Such an edit is dated by the file's modification time; its author is unknown.
         """
-        corrections = self.corrections
-        for name in self.changed:
-            when = _mtime_iso(self.folder / name)
-            if name.startswith("labels_") and name.removeprefix("labels_").removesuffix(".tif") not in corrections.labels:
-                corrections = corrections.edited_labels(name.removeprefix("labels_").removesuffix(".tif"),
-                                                        edit=Edit(who, when))
-            elif name == "gcl.tif" and corrections.gcl is None:
-                corrections = corrections.edited_gcl(edit=Edit(who, when))
-        return corrections
+        return _with_file_edits(self.corrections, self.folder, self.changed, who=who)
+
+
+def _with_file_edits(corrections: Corrections, folder: Path, changed: list[str], *, who: str) -> Corrections:
+    """``corrections`` plus an :class:`Edit` (dated by the file) for each changed label image or GCL not on record."""
+    for name in changed:
+        when = _mtime_iso(folder / name)
+        marker = name.removeprefix("labels_").removesuffix(".tif")
+        if name.startswith("labels_") and marker not in corrections.labels:
+            corrections = corrections.edited_labels(marker, edit=Edit(who, when))
+        elif name == "gcl.tif" and corrections.gcl is None:
+            corrections = corrections.edited_gcl(edit=Edit(who, when))
+    return corrections
+
+
+def _read_corrections(folder: Path) -> Corrections:
+    """A folder's corrections.json (none: no corrections); raises OSError, ValueError or CorrectionsError."""
+    path = folder / _CORRECTIONS
+    return Corrections.from_record(json.loads(path.read_text(encoding="utf-8"))) if path.exists() else Corrections()
+
+
+def _changed_files(folder: Path, files: dict) -> list[str]:
+    """Saved files whose content differs from their recorded digest, and label images added since."""
+    changed = sorted(name for name, digest in files.items() if _digest(folder / name) != digest)
+    if files:  # a label image added by hand (a marker with no digest) is an edit too
+        changed += sorted(path.name for path in folder.glob("labels_*.tif") if path.name not in files)
+    return changed
 
 
 def _mtime_iso(path: Path) -> str:
@@ -206,18 +224,11 @@ def saved_edits(folder: str | os.PathLike) -> str:
     if record is None or record["status"] != "ok":
         return ""
     try:
-        path = folder / _CORRECTIONS
-        corrections = (Corrections.from_record(json.loads(path.read_text(encoding="utf-8")))
-                       if path.exists() else Corrections())
+        corrections = _read_corrections(folder)
     except (OSError, ValueError, CorrectionsError):
         corrections = Corrections()
-    changed = [name for name, digest in (record.get("files") or {}).items()
-               if (name.startswith("labels_") or name == "gcl.tif") and _digest(folder / name) != digest]
-    for name in changed:
-        marker = name.removeprefix("labels_").removesuffix(".tif")
-        corrections = (corrections.edited_gcl(edit=Edit("unknown", ""))
-                       if name == "gcl.tif" else corrections.edited_labels(marker, edit=Edit("unknown", "")))
-    return corrections.describe()
+    changed = _changed_files(folder, record.get("files") or {})
+    return _with_file_edits(corrections, folder, changed, who="unknown").describe()
 
 
 def load_section(folder: str | os.PathLike) -> SavedSection:
@@ -251,13 +262,8 @@ def load_section(folder: str | os.PathLike) -> SavedSection:
     except (OSError, ValueError) as error:  # tifffile and pandas raise ValueErrors for damaged files
         raise SectionFolderError(f"{folder}: a saved file is missing or damaged ({error})") from error
     try:
-        path = folder / _CORRECTIONS
-        corrections = (Corrections.from_record(json.loads(path.read_text(encoding="utf-8")))
-                       if path.exists() else Corrections())
+        corrections = _read_corrections(folder)
     except (OSError, ValueError, CorrectionsError) as error:
         raise SectionFolderError(f"{folder / _CORRECTIONS}: cannot be read ({error})") from error
-    changed = sorted(name for name, digest in files.items() if _digest(folder / name) != digest)
-    # Label images added by hand (a marker with no digest) are edits too.
-    changed += sorted(f"labels_{marker}.tif" for marker in labels if f"labels_{marker}.tif" not in files and files)
     return SavedSection(folder=folder, record=record, labels=labels, gcl=gcl, processes=processes, cells=cells,
-                        corrections=corrections, changed=changed)
+                        corrections=corrections, changed=_changed_files(folder, files))
