@@ -22,6 +22,7 @@ import datetime
 import json
 import math
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,12 +95,11 @@ class SavedSection:
 def _with_file_edits(corrections: Corrections, folder: Path, changed: list[str], *, who: str) -> Corrections:
     """``corrections`` plus an :class:`Edit` (dated by the file) for each changed label image or GCL not on record."""
     for name in changed:
-        when = _mtime_iso(folder / name)
         marker = name.removeprefix("labels_").removesuffix(".tif")
         if name.startswith("labels_") and marker not in corrections.labels:
-            corrections = corrections.edited_labels(marker, edit=Edit(who, when))
+            corrections = corrections.edited_labels(marker, edit=Edit(who, _mtime_iso(folder / name)))
         elif name == "gcl.tif" and corrections.gcl is None:
-            corrections = corrections.edited_gcl(edit=Edit(who, when))
+            corrections = corrections.edited_gcl(edit=Edit(who, _mtime_iso(folder / name)))
     return corrections
 
 
@@ -118,7 +118,11 @@ def _changed_files(folder: Path, files: dict) -> list[str]:
 
 
 def _mtime_iso(path: Path) -> str:
-    stamp = path.stat().st_mtime
+    """When ``path`` was last written; now, for a file a person deleted (its own time is gone)."""
+    try:
+        stamp = path.stat().st_mtime
+    except FileNotFoundError:
+        stamp = time.time()
     return datetime.datetime.fromtimestamp(stamp, datetime.UTC).isoformat(timespec="seconds")
 
 

@@ -56,6 +56,16 @@ def test_edits_made_outside_dcxcount_are_found_and_dated(counted, tmp_path):
     assert saved_edits(tmp_path) == "dcx labels edited, 1 stage call set by hand"
 
 
+@pytest.mark.parametrize("deleted, edits", [
+    ("cells.csv", "1 stage call set by hand"),  # a table is rebuilt from the labels: no edit of its own
+    ("labels_dcx.tif", "dcx labels edited, 1 stage call set by hand"),  # deleting a marker's labels is an edit
+])
+def test_a_deleted_file_is_judged_without_reading_it(counted, tmp_path, deleted, edits):
+    save_section(tmp_path, counted)
+    (tmp_path / deleted).unlink()
+    assert saved_edits(tmp_path) == edits
+
+
 @pytest.mark.parametrize("damage, message", [
     ("no result", "no complete result"),
     ("failed", "the section was not counted: error: broken"),
