@@ -1,32 +1,30 @@
-"""Throughput of ``dcxcount count --workers N`` against one worker, on this machine.
+"""Throughput of ``--workers N`` against one worker, on this machine.
 
-Method: a synthetic study of sections that take over 5 s each (1448 x 1448 px, DCX
-and NeuN) is counted by the command line, as a user runs it, into a fresh results
-folder per run: ``--workers 1`` (in one process, torch using every core) and
-``--workers N`` (N Dask worker processes, each with cores // N threads). The runs
-alternate, ``--rounds`` times, so that load from other jobs on a shared machine
-falls on both alike; the figures are ratios within a round. Wall time is the
-command's, start to end (process start, model loading and the Dask cluster's
-start included); peak memory is the largest summed resident set of the command's
-process tree, sampled every 0.2 s.
+Method: a synthetic study of sections that take over 5 s each on one core
+(1448 x 1448 px, DCX and NeuN, 0.65 um) is counted with :func:`dcxcount.batch.run_study`
+into a fresh results folder per run, in this one process after a warm-up section
+(so that every run finds the models loaded, as the sections of a long study do):
 
-Also run, for comparison, what dcxcount did before it shared the cores out:
-``--workers N`` with every worker running as many compute threads as there are
-cores (``OMP_NUM_THREADS`` etc. set to the core count, as HPC modules often do,
-and dcxcount's own split switched off), i.e. N x cores threads on the cores.
+- **1 worker, 1 core**: ``workers=1`` with torch and BLAS held to one thread:
+  the "one worker" of the target (N workers on N cores >= 0.8 x N of its throughput);
+- **serial**: ``workers=1`` as a user runs it, torch on every core: ``--workers N``
+  must never be slower than this;
+- **N workers**: ``workers=N``, N sections at once in threads, ``cores // N``
+  compute threads each.
 
-CPU time is the summed user + system time of the command's process tree: a
-figure of the work done, which load from other jobs changes far less than
-the wall time. Sections per CPU-minute alike in both configurations means
-parallel counting wastes no work; the wall-time ratio then depends on the cores
-the run actually got.
+The runs alternate, ``--rounds`` times, so that load from other jobs falls on all
+alike; the figures are ratios within a round. CPU time is this process's user +
+system time. Then, for memory, the command line is run once with ``--workers 1``
+and once with ``--workers N`` in fresh processes, and the peak resident memory of
+each is sampled every 0.2 s (process start and model loading included).
 
-    .venv/bin/python benchmarks/workers.py --json workers.json
+    .venv/bin/python benchmarks/workers.py --json benchmarks/results/workers.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -37,40 +35,54 @@ import time
 from pathlib import Path
 
 import psutil
+import torch
+from threadpoolctl import threadpool_limits
 
+from dcxcount.batch import StudySettings, plan_study, run_study
+from dcxcount.io import read_section
+from dcxcount.pipeline import count_section
 from dcxcount.synth import SynthParams, make_study
 
 
-def _run(command: list[str], *, env: dict[str, str]) -> dict:
+@contextlib.contextmanager
+def _one_core():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _timed(sheet: Path, out: Path, *, workers: int, settings: StudySettings) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    plan = plan_study(sheet, out_dir=out, settings=settings)
+    started, cpu = time.perf_counter(), time.process_time()
+    result = run_study(plan, workers=workers)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    if result.n_failed:
+        raise RuntimeError(f"{out}: {result.n_failed} sections failed")
+    n = len(result.sections)
+    return {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "sections_per_min": round(60 * n / wall, 2),
+            "dcx_count": int(result.sections["dcx_count"].sum())}
+
+
+def _peak_rss(command: list[str]) -> dict:
+    """Wall time and the peak summed resident memory of a command's process tree."""
     started = time.perf_counter()
-    process = psutil.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    peak, cpu = 0, {}
+    process = psutil.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = 0
     while process.poll() is None:
         rss = 0
-        for p in [process, *_children(process)]:
-            try:
-                with p.oneshot():
-                    rss += p.memory_info().rss
-                    times = p.cpu_times()
-                    # Each process's own time only: a worker's is also added to its parent's children_*
-                    # times when it ends, which would count it twice.
-                    cpu[p.pid] = times.user + times.system
-            except psutil.Error:
-                pass
+        for p in [process, *process.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                rss += p.memory_info().rss
         peak = max(peak, rss)
         time.sleep(0.2)
-    wall = time.perf_counter() - started
-    out = process.stdout.read().decode()
     if process.returncode != 0:
-        raise RuntimeError(f"{command} exited {process.returncode}: {out}")
-    return {"wall_s": round(wall, 1), "cpu_s": round(sum(cpu.values()), 1), "peak_rss_mb": round(peak / 2**20)}
-
-
-def _children(process: psutil.Process) -> list[psutil.Process]:
-    try:
-        return process.children(recursive=True)
-    except psutil.Error:
-        return []
+        raise RuntimeError(f"{command} exited {process.returncode}")
+    return {"wall_s": round(time.perf_counter() - started, 1), "peak_rss_mb": round(peak / 2**20)}
 
 
 def main() -> None:
@@ -78,7 +90,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--size-px", type=int, default=1448)
-    parser.add_argument("--sections", type=int, default=8, help="sections in the study (even)")
+    parser.add_argument("--sections", type=int, default=16, help="sections in the study (a multiple of 4)")
     parser.add_argument("--folder", type=Path, help="keep the study here (default: a temporary folder)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -88,37 +100,33 @@ def main() -> None:
         make_study(folder / "study", groups=("a", "b"), animals_per_group=args.sections // 4, sections_per_animal=2,
                    base=SynthParams(shape_px=(args.size_px,) * 2, pixel_size_um=0.65, markers=("dcx", "neun")),
                    seed=14_005, truth=False)
+    settings = StudySettings(section_interval=6, hemispheres=2)
+    first = next((folder / "study").rglob("*.tif"))
+    count_section(read_section(first))  # warm-up: models loaded, as for every section of a long study but the first
     cores = len(os.sched_getaffinity(0))
-    dcxcount = str(Path(sys.executable).with_name("dcxcount"))
-    base_env = {k: v for k, v in os.environ.items()
-                if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}
-    oversubscribed = {**base_env, **{k: str(cores) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                             "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}}
-    configs = {"1 worker": (1, base_env), f"{args.workers} workers": (args.workers, base_env),
-               f"{args.workers} workers, {cores} threads each": (args.workers, oversubscribed)}
-    # The last one without dcxcount's split of the cores between workers (batch._worker_threads).
-    unsplit = [sys.executable, "-c", "import contextlib, sys; import dcxcount.batch as b; "
-               "b._worker_threads = lambda workers: contextlib.nullcontext(); from dcxcount.cli import main; "
-               "sys.exit(main(sys.argv[1:]))"]
+    configs = {"1 worker, 1 core": (1, _one_core), "serial": (1, contextlib.nullcontext),
+               f"{args.workers} workers": (args.workers, contextlib.nullcontext)}
     rounds = []
     for round_ in range(args.rounds):
         found = {"load_average_before": [round(x, 1) for x in os.getloadavg()]}
-        for name, (workers, env) in configs.items():
-            out = folder / f"out-{round_}-{workers}-{len(found)}"
-            shutil.rmtree(out, ignore_errors=True)
-            program = unsplit if env is oversubscribed else [dcxcount]
-            found[name] = _run([*program, "count", str(sheet), "--out", str(out), "--workers", str(workers),
-                                "--section-interval", "6", "--hemispheres", "2"], env=env)
-            found[name]["sections_per_min"] = round(60 * args.sections / found[name]["wall_s"], 2)
-            found[name]["sections_per_cpu_min"] = round(60 * args.sections / found[name]["cpu_s"], 2)
+        for name, (workers, limits) in configs.items():
+            with limits():
+                found[name] = _timed(sheet, folder / f"out-{workers}-{len(found)}", workers=workers,
+                                     settings=settings)
             print(round_, name, found[name], flush=True)
-        one = found["1 worker"]["wall_s"]
-        found["speedup"] = {name: round(one / found[name]["wall_s"], 2) for name in configs}
-        found["efficiency"] = {name: round(one / found[name]["wall_s"] / configs[name][0], 2) for name in configs}
-        print(round_, "speedup", found["speedup"], "efficiency", found["efficiency"], flush=True)
+        one, serial, many = (found[name]["sections_per_min"] for name in configs)
+        found["efficiency_vs_one_core"] = round(many / (args.workers * one), 2)
+        found["speedup_vs_serial"] = round(many / serial, 2)
+        print(round_, "efficiency", found["efficiency_vs_one_core"], "speed-up over serial",
+              found["speedup_vs_serial"], flush=True)
         rounds.append(found)
-    result = {"cores": cores, "sections": args.sections, "size_px": args.size_px, "rounds": rounds}
-    print(json.dumps(result, indent=1))
+    dcxcount = str(Path(sys.executable).with_name("dcxcount"))
+    memory = {f"--workers {n}": _peak_rss([dcxcount, "count", str(sheet), "--out", str(folder / f"cli-{n}"),
+                                           "--workers", str(n), "--section-interval", "6", "--hemispheres", "2"])
+              for n in (1, args.workers)}
+    print("command line", memory, flush=True)
+    result = {"cores": cores, "sections": args.sections, "size_px": args.size_px, "torch": torch.__version__,
+              "rounds": rounds, "command_line": memory}
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
 

@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 import traceback
 import warnings
@@ -37,7 +38,6 @@ import pandas as pd
 
 from . import __version__
 from .checks import SettingsError, count_settings_problems, study_value_problems
-from .environ import patched_environ
 from .estimators import animals_table
 from .gcl import NoGCLFoundError
 from .hashing import file_sha256, file_version_sha256
@@ -247,33 +247,61 @@ def _fingerprint(row: dict, count: CountSettings, pixel_size_um: float | None, o
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-class _Collect(logging.Handler):
-    def __init__(self, into: list[str]):
-        super().__init__(level=logging.WARNING)
-        self.into = into
+class _Capture:
+    """Warnings and library log lines of a section, kept with the section that raised them.
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.into.append(f"{record.name}: {record.getMessage()}")
-
-
-@contextlib.contextmanager
-def _captured(into: list[str]):
-    """Warnings and library log lines raised while counting a section go to ``into``, not the terminal.
-
-    numpy's RuntimeWarnings, tifffile's and cellpose's log lines would
-    otherwise be printed between the progress bar and the results, with no
-    section named; they are kept in the section's result.json instead.
+    ``warnings.catch_warnings`` and a root log handler are process-wide, while
+    sections may be counted in several threads at once: one capture is
+    installed while any section is being counted, and each line goes to the
+    list of the section counted in the thread that raised it.
     """
-    handler = _Collect(into)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._sections = threading.local()
+        self._catcher: warnings.catch_warnings | None = None
+        self._handler = logging.Handler(level=logging.WARNING)
+        self._handler.emit = lambda record: self._keep(f"{record.name}: {record.getMessage()}")
+
+    def _keep(self, line: str) -> bool:
+        into = getattr(self._sections, "into", None)
+        if into is not None:
+            into.append(line)
+        return into is not None
+
+    def _show(self, message, category, filename, lineno, file=None, line=None) -> None:
+        if not self._keep(f"{category.__name__}: {message}"):  # raised outside any section: as usual
+            self._shown(message, category, filename, lineno, file, line)
+
+    @contextlib.contextmanager
+    def __call__(self, into: list[str]):
+        with self._lock:
+            if self._active == 0:
+                self._catcher = warnings.catch_warnings()
+                self._catcher.__enter__()
+                warnings.simplefilter("always")
+                self._shown, warnings.showwarning = warnings.showwarning, self._show
+                logging.getLogger().addHandler(self._handler)
+            self._active += 1
+        self._sections.into = into
+        try:
             yield
-    finally:
-        root.removeHandler(handler)
-        into.extend(f"{w.category.__name__}: {w.message}" for w in caught)
+        finally:
+            self._sections.into = None
+            with self._lock:
+                self._active -= 1
+                if self._active == 0:  # the last section out, in whichever thread, restores what was there
+                    logging.getLogger().removeHandler(self._handler)
+                    self._catcher.__exit__(None, None, None)
+
+
+_captured = _Capture()
+"""``with _captured(notes):`` numpy's RuntimeWarnings, tifffile's and cellpose's log lines go to ``notes``.
+
+They would otherwise be printed between the progress bar and the results,
+with no section named; they are kept in the section's result.json instead.
+"""
 
 
 def _name_path(message: str, *paths: str) -> str:
@@ -293,7 +321,7 @@ def _failure(row: dict, error: BaseException) -> str:
 
 
 def _count_row(row: dict, settings: StudySettings, folder: Path, notes: list[str], *, mode: str,
-               progress: ProgressCallback | None, cancel: CancelToken | None) -> dict:
+               progress: ProgressCallback | None, cancel: CancelToken | None, sections_at_once: int) -> dict:
     """Count one row into its folder, or return its saved result when nothing that decides it changed.
 
     A section holding a person's edits is recounted from its saved labels and
@@ -318,7 +346,7 @@ def _count_row(row: dict, settings: StudySettings, folder: Path, notes: list[str
                 f"error: {folder}: no complete saved result to summarize; count the section first"}
     result = {"fingerprint": fingerprint, "key": row["_key"]}
     try:
-        limit = available_memory_bytes()
+        limit = available_memory_bytes(sections_at_once=sections_at_once)
         # Counted as a mosaic once, recounted as one: its saved labels are those of the mosaic's box.
         mosaic = "mosaic_level" in previous if keep else needs_mosaic(row["path"], memory_limit_bytes=limit,
                                                                       pixel_size_um=pixel)
@@ -359,14 +387,19 @@ def _count_row(row: dict, settings: StudySettings, folder: Path, notes: list[str
 
 
 def _process_row(row: dict, settings: StudySettings, out_dir: str, *, mode: str = "count",
-                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> dict:
-    """Count one samplesheet row into its folder; never raises (but for Cancelled, KeyboardInterrupt, SystemExit)."""
+                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                 sections_at_once: int = 1) -> dict:
+    """Count one samplesheet row into its folder; never raises (but for Cancelled, KeyboardInterrupt, SystemExit).
+
+    ``sections_at_once``: sections counted at the same time in this process, which share its free memory.
+    """
     folder = Path(out_dir) / "sections" / row["_key"]
     started = time.perf_counter()
     notes: list[str] = []
     try:
         with _captured(notes):
-            result = _count_row(row, settings, folder, notes, mode=mode, progress=progress, cancel=cancel)
+            result = _count_row(row, settings, folder, notes, mode=mode, progress=progress, cancel=cancel,
+                                sections_at_once=sections_at_once)
     except Cancelled:
         raise
     except Exception as error:  # MemoryError included: one section must never cost the batch
@@ -508,7 +541,8 @@ def run_study(plan: StudyPlan, *, workers: int = 1, scheduler: str | None = None
     plan : StudyPlan
         From :func:`plan_study`.
     workers : int
-        Sections counted in parallel on a local Dask cluster (1: in this process).
+        Sections counted at the same time, in threads of this process that
+        share the models and the cores (1: one after another).
     scheduler : str, optional
         Address of a running Dask scheduler to send the sections to instead.
     recount : bool
@@ -517,7 +551,7 @@ def run_study(plan: StudyPlan, *, workers: int = 1, scheduler: str | None = None
         are recounted from their saved labels and GCL, keeping every correction.
     progress : callable, optional
         ``progress(fraction, message)`` (:mod:`dcxcount.progress`): within each
-        section when counting in this process, after each section on Dask.
+        section when they are counted one at a time, else after each section.
     cancel : CancelToken, optional
         Checked between sections and between a section's steps; what was saved
         stays, and the next run goes on from there.
@@ -556,37 +590,52 @@ def _run(plan: StudyPlan, *, mode: str, workers: int, scheduler: str | None, pro
                                                          progress=part, cancel=cancel)
             report(progress, None, (done + 1) / len(rows), f"{name}: {result['status'][:40]}")
     else:
-        _run_on_dask(rows, plan.settings, plan.out_dir, workers=workers, scheduler=scheduler, progress=progress,
-                     cancel=cancel, results=results, process=functools.partial(_process_row, mode=mode))
+        _run_parallel(rows, plan.settings, plan.out_dir, workers=workers, scheduler=scheduler, progress=progress,
+                      cancel=cancel, results=results, process=functools.partial(_process_row, mode=mode))
     return _write_tables(plan, results, run=run)
 
 
-def _run_on_dask(rows: list[dict], settings: StudySettings, out_dir: Path, *, workers: int, scheduler: str | None,
-                 progress: ProgressCallback | None, results: dict[str, dict], cancel: CancelToken | None = None,
-                 process: Callable[[dict, StudySettings, str], dict] = _process_row) -> None:
-    """Map ``process`` over the rows on a Dask cluster; a future that fails (a worker that died) fails only its row."""
-    from dask.distributed import Client, LocalCluster, as_completed
+def _run_parallel(rows: list[dict], settings: StudySettings, out_dir: Path, *, workers: int, scheduler: str | None,
+                  progress: ProgressCallback | None, results: dict[str, dict], cancel: CancelToken | None = None,
+                  process: Callable[..., dict] = _process_row) -> None:
+    """Map ``process`` over the rows: in ``workers`` threads of this process, or on the Dask cluster at ``scheduler``.
 
-    with contextlib.ExitStack() as stack:  # the cluster is closed however the loop ends
-        try:
-            if scheduler is None:
-                # One section at a time per worker process, and the cores shared out between the workers'
-                # torch/BLAS threads: more threads than cores made 2 workers slower than 1 (docs/benchmarks.md).
-                stack.enter_context(_worker_threads(workers))
-                cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                           dashboard_address=None))
-                client = stack.enter_context(Client(cluster))
-            else:
+    Threads, not processes, on one machine: the models are loaded once and
+    shared, no process has to start, and sections overlap well because
+    torch, numpy and scipy release the GIL in their heavy steps. Each thread
+    gets ``cores // workers`` compute threads (docs/benchmarks.md has the
+    figures). On a cluster a future that fails (a worker that died) fails only
+    its row.
+    """
+    from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
+
+    with contextlib.ExitStack() as stack:  # the threads or the cluster connection end however the loop ends
+        if scheduler is None:
+            stop = CancelToken(parent=cancel)  # stops the sections in flight on Ctrl-C or an error here
+            stack.enter_context(_compute_threads(workers))
+            executor = ThreadPoolExecutor(workers, thread_name_prefix="dcxcount-section")
+            task = functools.partial(process, cancel=stop, sections_at_once=workers)
+        else:
+            from dask.distributed import Client
+
+            try:
                 client = stack.enter_context(Client(scheduler, timeout="30s"))
-        except (OSError, TimeoutError) as error:
-            raise SettingsError(f"`scheduler={scheduler}`: cannot connect to the Dask scheduler ({error})"
-                                if scheduler else f"`workers={workers}`: cannot start a local Dask cluster ({error})") from error
-        futures = {client.submit(process, row, settings, str(out_dir), pure=False): row for row in rows}
+            except (OSError, TimeoutError) as error:
+                raise SettingsError(f"`scheduler={scheduler}`: cannot connect to the Dask scheduler ({error})") \
+                    from error
+            stop, executor, task = None, client.get_executor(pure=False), process
+        futures = {executor.submit(task, row, settings, str(out_dir)): row for row in rows}
+        stack.callback(executor.shutdown, wait=True)
+        stack.callback(lambda: [future.cancel() for future in futures])
+        if stop is not None:
+            stack.callback(stop.cancel)  # first of all: a section in flight stops at its next step
         for done, future in enumerate(as_completed(futures), 1):
             row = futures[future]
             folder = out_dir / "sections" / row["_key"]
             try:
                 result = future.result()
+            except (Cancelled, CancelledError) as error:
+                raise Cancelled("cancelled") from error
             except Exception as error:  # the worker died (out of memory, killed) or the task was lost
                 result = {"fingerprint": None, "key": row["_key"], "status": _worker_failure(row, error)}
                 if not saved_edits(folder):  # a person's edits stay findable by the next run
@@ -594,37 +643,38 @@ def _run_on_dask(rows: list[dict], settings: StudySettings, out_dir: Path, *, wo
                         folder.mkdir(parents=True, exist_ok=True)
                         write_json(folder / "result.json", result)
             results[row["_key"]] = result
-            if cancel is not None and cancel.cancelled:
-                client.cancel(list(futures))
             report(progress, cancel, done / len(rows),
                    f"{row['animal']} s{_section_text(row['section'])}: {result['status'][:40]}")
 
 
-@contextlib.contextmanager
-def _worker_threads(workers: int):
-    """Local Dask workers started inside get ``cores // workers`` compute threads each (at least 1).
-
-    N workers on N cores must not run N x N threads: with 2 threads in each of
-    2 workers on 2 cores the study took 1.2-2.2x as long as one worker's
-    (docs/benchmarks.md). The counts must be in a worker process's environment
-    before it imports torch, numpy's BLAS and numba (``torch.set_num_threads``
-    in a running worker would miss the BLAS and numba pools), so they go to
-    Dask's ``pre-spawn-environ``, and to this process's environment, which the
-    Nanny lets override that, while the workers start. They replace an
-    ``OMP_NUM_THREADS`` the shell sets (HPC modules often set it to the
-    node's cores); this process's values are restored afterwards.
-    """
-    import dask
-
+def _cores() -> int:
     try:
-        cores = len(os.sched_getaffinity(0))  # a container's or a SLURM job's share, not the host's
+        return len(os.sched_getaffinity(0))  # a container's or a SLURM job's share, not the host's
     except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    threads = str(max(1, cores // max(1, workers)))
-    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
-    with patched_environ(dict.fromkeys(names, threads)), \
-            dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": threads for name in names}):
-        yield
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _compute_threads(workers: int):
+    """Torch's and the BLAS libraries' thread pools sized ``cores // workers`` (at least 1) inside, as before after.
+
+    ``workers`` sections counted at once must not run ``workers`` x cores
+    compute threads: with 2 threads for each of 2 sections on 2 cores a study
+    took 1.2-2.2x as long as one section at a time (docs/benchmarks.md). The
+    pools are process-wide, so this also overrides an ``OMP_NUM_THREADS`` the
+    shell sets (HPC modules often set it to the node's cores).
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    share = max(1, _cores() // max(1, workers))
+    before = torch.get_num_threads()
+    torch.set_num_threads(share)
+    try:
+        with threadpool_limits(limits=share):
+            yield share
+    finally:
+        torch.set_num_threads(before)
 
 
 def summarize_study(out_dir: str | os.PathLike, *, progress: ProgressCallback | None = None,
@@ -664,7 +714,7 @@ def summarize_study(out_dir: str | os.PathLike, *, progress: ProgressCallback | 
 def _worker_failure(row: dict, error: BaseException) -> str:
     what = str(error).splitlines()[0] if str(error) else ""
     return (f"error: {row['path']}: the Dask worker counting it failed ({type(error).__name__}"
-            f"{': ' + what if what else ''}); often it ran out of memory: use fewer `workers`")
+            f"{': ' + what if what else ''}); often it ran out of memory: give the cluster's workers more memory")
 
 
 def count_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,
@@ -684,7 +734,8 @@ def count_study(samplesheet: str | os.PathLike, *, out_dir: str | os.PathLike,
         Results folder: ``cells.csv``, ``sections.csv``, ``animals.csv`` and ``sections/``.
     settings : StudySettings
     workers : int
-        Sections counted in parallel on a local Dask cluster (1: in this process).
+        Sections counted at the same time, in threads of this process that
+        share the models and the cores (1: one after another).
     scheduler : str, optional
         Address of a running Dask scheduler to send the sections to instead.
     recount, progress, cancel

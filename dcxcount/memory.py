@@ -74,13 +74,20 @@ def count_memory_bytes(*, planes: int, channels: int, height: int, width: int, i
     return int(math.ceil((read + work) * _HEADROOM))
 
 
-def available_memory_bytes() -> int | None:
+def available_memory_bytes(*, sections_at_once: int = 1) -> int | None:
     """Memory a section may use now: the least of what is free, the container's and Dask worker's headroom.
 
     Free memory is the system's available memory; inside a container with a
     memory limit (cgroup) or a Dask worker with one, the room left under that
     limit, when smaller. ``DCXCOUNT_MEMORY_LIMIT`` (e.g. ``8GB``) caps it
     further, for machines shared with others.
+
+    Parameters
+    ----------
+    sections_at_once : int
+        Sections counted at the same time in this process (``workers``):
+        the free memory and the headroom are shared between them; the
+        ``DCXCOUNT_MEMORY_LIMIT`` cap is each one's.
 
     Returns
     -------
@@ -92,7 +99,8 @@ def available_memory_bytes() -> int | None:
     ValueError
         When ``DCXCOUNT_MEMORY_LIMIT`` is set but is not a size.
     """
-    candidates = [_system_available(), _cgroup_headroom(), _dask_worker_headroom()]
+    shared = [_system_available(), _cgroup_headroom(), _dask_worker_headroom()]
+    candidates = [c // max(1, sections_at_once) for c in shared if c is not None]
     cap = os.environ.get(LIMIT_VARIABLE, "").strip()
     if cap:
         candidates.append(parse_bytes(cap))

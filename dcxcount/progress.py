@@ -32,10 +32,18 @@ class Cancelled(Exception):
 
 
 class CancelToken:
-    """A flag one thread sets and a long call in another thread checks between steps."""
+    """A flag one thread sets and a long call in another thread checks between steps.
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    parent : CancelToken, optional
+        This token is cancelled too when ``parent`` is, so a run can stop its
+        own calls without touching its caller's token.
+    """
+
+    def __init__(self, *, parent: CancelToken | None = None) -> None:
         self._event = threading.Event()
+        self._parent = parent
 
     def cancel(self) -> None:
         """Ask the call holding this token to stop at its next step."""
@@ -43,11 +51,11 @@ class CancelToken:
 
     @property
     def cancelled(self) -> bool:
-        return self._event.is_set()
+        return self._event.is_set() or (self._parent is not None and self._parent.cancelled)
 
     def check(self) -> None:
-        """Raise :class:`Cancelled` if :meth:`cancel` was called."""
-        if self._event.is_set():
+        """Raise :class:`Cancelled` if :meth:`cancel` was called (on this token or its parent)."""
+        if self.cancelled:
             raise Cancelled("cancelled")
 
 

@@ -323,13 +323,13 @@ def test_synth_command_writes_a_study(tmp_path):
 
 
 @pytest.mark.slow
-def test_dask_workers_give_the_same_tables(counted_study, tmp_path):
+def test_sections_counted_in_threads_give_the_same_tables(counted_study, tmp_path):
     sheet, out, _ = counted_study
-    assert main(["count", str(sheet), "--out", str(tmp_path / "dask"), "--workers", "2",
+    assert main(["count", str(sheet), "--out", str(tmp_path / "threads"), "--workers", "2",
                  "--section-interval", "6", "--hemispheres", "1"]) == 0
     for name in ("sections.csv", "animals.csv"):
         serial = pd.read_csv(out / name).drop(columns=["seconds"], errors="ignore")
-        parallel = pd.read_csv(tmp_path / "dask" / name).drop(columns=["seconds"], errors="ignore")
+        parallel = pd.read_csv(tmp_path / "threads" / name).drop(columns=["seconds"], errors="ignore")
         pd.testing.assert_frame_equal(serial, parallel)
 
 

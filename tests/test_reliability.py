@@ -371,8 +371,9 @@ def test_an_internal_error_outside_the_sections_exits_3_in_one_line(counted_pair
 def test_a_dask_worker_that_dies_costs_only_its_section_and_the_cluster_is_closed(good_files, tmp_path):
     import dask
     import psutil
+    from dask.distributed import LocalCluster
 
-    from dcxcount.batch import StudySettings, _process_row, _run_on_dask
+    from dcxcount.batch import StudySettings, _process_row, _run_parallel
 
     rows = [{"path": str(good_files / f"{name}.ome.tif"), "animal": "m1", "section": i, "group": "",
              "outline": "", "pixel_size_um": np.nan, "_key": f"m1_s{i}"} for i, name in enumerate("ab", 1)]
@@ -384,9 +385,10 @@ def test_a_dask_worker_that_dies_costs_only_its_section_and_the_cluster_is_close
 
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     results = {}
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        _run_on_dask(rows, StudySettings(), tmp_path, workers=2, scheduler=None, progress=lambda *a: None,
-                     results=results, process=dies_on_the_second)
+    with (dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+          LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster):
+        _run_parallel(rows, StudySettings(), tmp_path, workers=1, scheduler=cluster.scheduler_address,
+                      progress=lambda *a: None, results=results, process=dies_on_the_second)
     assert results["m1_s1"]["status"] == "ok"
     assert re.search(r"the Dask worker counting it failed \(KilledWorker", results["m1_s2"]["status"])
     _strict_json(tmp_path / "sections" / "m1_s2" / "result.json")
@@ -399,16 +401,17 @@ def test_a_dask_worker_that_dies_costs_only_its_section_and_the_cluster_is_close
 
 
 @pytest.mark.slow
-def test_dask_gives_the_same_statuses_and_tables_as_in_process(counted_pair, good_files, tmp_path):
+def test_sections_in_threads_give_the_same_statuses_and_tables_as_one_at_a_time(counted_pair, good_files,
+                                                                                tmp_path):
     folder = tmp_path
     rows = [{"path": str(good_files / "a.ome.tif"), "animal": "m1", "section": 1},
             {"path": SECTION_CASES["zero_bytes"].build(folder, None), "animal": "m1", "section": 2},
             {"path": SECTION_CASES["blank"].build(folder, good_image(GOOD)), "animal": "m2", "section": 1}]
     sheet = _sheet(folder, rows)
     assert main(["count", str(sheet), "--out", str(folder / "serial")]) == 1
-    run = _cli("count", str(sheet), "--out", str(folder / "dask"), "--workers", "2")
+    run = _cli("count", str(sheet), "--out", str(folder / "threads"), "--workers", "2")
     assert run.returncode == 1 and "Traceback" not in run.stderr
-    _assert_same_tables(folder / "serial", folder / "dask")
+    _assert_same_tables(folder / "serial", folder / "threads")
 
 
 # --- no network, and a kill mid-section ----------------------------------------------
@@ -450,11 +453,11 @@ def test_a_run_killed_mid_section_resumes_to_the_tables_of_an_uninterrupted_run(
     out = tmp_path / "resumed"
     command = [sys.executable, "-m", "dcxcount.cli", "count", str(sheet), "--out", str(out)]
 
-    def interrupt(how: int, done_before: int) -> subprocess.CompletedProcess:
+    def interrupt(how: int, done_before: int, *options: str) -> subprocess.CompletedProcess:
         """Start a run and stop it with ``how`` as soon as ``done_before`` sections have finished."""
         # A run started in the background of a non-interactive shell (as a CI job may be)
         # inherits SIGINT ignored; Ctrl-C in a terminal is what this test stands for.
-        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        process = subprocess.Popen([*command, *options], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 600
         while len(list(out.glob("sections/*/result.json"))) < done_before and time.monotonic() < deadline:
@@ -464,9 +467,11 @@ def test_a_run_killed_mid_section_resumes_to_the_tables_of_an_uninterrupted_run(
         stdout, stderr = process.communicate(timeout=120)
         return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
-    stopped = interrupt(signal.SIGINT, 1)  # Ctrl-C
+    # Ctrl-C with two sections in flight: the other one stops at its next step, none waiting starts.
+    stopped = interrupt(signal.SIGINT, 1, "--workers", "2")
     assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
     assert "interrupted; run the same command again to resume" in stopped.stderr
+    assert len(list(out.glob("sections/*/result.json"))) < len(rows)
     killed = interrupt(signal.SIGKILL, 2)  # no chance to clean up
     assert killed.returncode == -signal.SIGKILL
     assert len(list(out.glob("sections/*/result.json"))) < len(rows)  # it died mid-batch
@@ -503,8 +508,11 @@ def test_the_memory_estimate_grows_with_the_image_and_the_limit_can_be_set(monke
     assert need(25_000) > 60e9  # what a 25,000^2 section would take, refused on most machines
     assert need(4096, planes=10) > need(4096) and need(4096, pixel_size_um=1.3) > need(4096)
     assert parse_bytes("8GB") == 8e9 and parse_bytes("512 MiB") == 2**29 and parse_bytes("2e9") == 2e9
+    free = available_memory_bytes()
+    # Sections counted at once share what is free; the limit a user sets is each one's.
+    assert available_memory_bytes(sections_at_once=2) <= free // 2 + 2**20
     monkeypatch.setenv("DCXCOUNT_MEMORY_LIMIT", "123MB")
-    assert available_memory_bytes() == 123e6
+    assert available_memory_bytes() == available_memory_bytes(sections_at_once=2) == 123e6
     monkeypatch.setenv("DCXCOUNT_MEMORY_LIMIT", "a lot")
     with pytest.raises(ValueError, match="DCXCOUNT_MEMORY_LIMIT"):
         available_memory_bytes()

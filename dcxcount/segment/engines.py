@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,10 +51,14 @@ class CellposeEngine:
     kind: str
 
     def segment(self, image: np.ndarray, *, pixel_size_um: float) -> np.ndarray:
-        model = _cellpose_model(self.model_path)
+        with _LOADING:  # sections counted in threads load a model once, and patch the environment one at a time
+            model = _cellpose_model(self.model_path)
         diameter_px = OBJECT_DIAMETER_UM[self.kind] / pixel_size_um
         masks, _, _ = model.eval(np.asarray(image, np.float32), diameter=diameter_px)
         return np.asarray(masks, np.int32)
+
+
+_LOADING = threading.Lock()
 
 
 @functools.lru_cache(maxsize=4)
