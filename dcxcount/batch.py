@@ -64,7 +64,8 @@ from .study_outputs import write_study_outputs
 from .tracing import TracingSettings
 from .vocabulary import KNOWN_MARKERS, STAGES, kind_of_marker
 
-__all__ = ["StudySettings", "StudyResult", "StudyPlan", "SettingsError", "plan_study", "run_study", "count_study",
+__all__ = ["StudySettings", "StudyResult", "StudyPlan", "SettingsError", "plan_study", "plan_from_results",
+           "run_study", "count_study",
            "section_key", "row_settings", "strict_json", "summarize_study", "corrected_notices"]
 
 NoticeCallback = Callable[[str], None]
@@ -699,16 +700,33 @@ def summarize_study(out_dir: str | os.PathLike, *, progress: ProgressCallback | 
     SettingsError
         ``out_dir`` holds no readable settings.json of a counted study.
     """
+    return _run(plan_from_results(out_dir), mode="summarize", workers=1, scheduler=None, progress=progress,
+                cancel=cancel, command=command)
+
+
+def plan_from_results(out_dir: str | os.PathLike) -> StudyPlan:
+    """The plan of a counted study, read back from its ``settings.json``: its samplesheet rows and settings.
+
+    For a run over the same sections (:func:`summarize_study`, or :func:`run_study`
+    with changed settings, e.g. another model); ``corrected`` lists the sections
+    that hold a person's edits.
+
+    Raises
+    ------
+    SettingsError
+        ``out_dir`` holds no readable settings.json of a counted study.
+    """
     out_dir = Path(out_dir)
     try:
         record = json.loads((out_dir / "settings.json").read_text(encoding="utf-8"))
         settings = StudySettings.from_record(record["settings"])
         sheet = pd.DataFrame(record["samplesheet"])
+        keys = sheet["_key"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SettingsError(f"{out_dir}: not a counted study's results folder (its settings.json is missing or "
                             f"damaged: {error!r})") from error
-    plan = StudyPlan(sheet=sheet, settings=settings, out_dir=out_dir, notices=[])
-    return _run(plan, mode="summarize", workers=1, scheduler=None, progress=progress, cancel=cancel, command=command)
+    corrected = {key: edits for key in keys if (edits := saved_edits(out_dir / "sections" / key))}
+    return StudyPlan(sheet=sheet, settings=settings, out_dir=out_dir, notices=[], corrected=corrected)
 
 
 def _worker_failure(row: dict, error: BaseException) -> str:

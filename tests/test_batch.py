@@ -182,3 +182,18 @@ def test_summarize_reads_back_every_setting(study_copy):
     assert settings == StudySettings(section_interval=6, hemispheres=1)
     assert np.isinf(settings.count.mean_thresholds["dcx"])
     assert record["settings"]["count"]["tracing"]["ridge_sigma_um"] == 1.25
+
+
+def test_a_counted_studys_plan_is_read_back_with_its_corrected_sections(study_copy):
+    from dcxcount.batch import plan_from_results
+
+    sheet, out = study_copy
+    counted = plan_study(sheet, out_dir=out, settings=StudySettings(section_interval=6, hemispheres=1))
+    key = sorted(p.name for p in (out / "sections").iterdir())[0]
+    write_json(out / "sections" / key / "corrections.json",
+               Corrections().set_stage(_first_counted_dcx(out / "sections" / key), "E",
+                                       edit=Edit("rater 1", "2026-11-30T12:00:00+00:00")).to_record())
+    plan = plan_from_results(out)
+    assert plan.settings == counted.settings
+    assert list(plan.sheet["_key"]) == list(counted.sheet["_key"])
+    assert plan.corrected == {key: "1 stage call set by hand"}

@@ -15,7 +15,6 @@ The figures are the core's; nothing here trains, scores or compares by itself.
 from __future__ import annotations
 
 import datetime
-import json
 import math
 import os
 from dataclasses import dataclass, replace
@@ -63,10 +62,6 @@ class FineTuned:
     base: Path
 
 
-def _study_record(out_dir: Path) -> dict:
-    return json.loads((out_dir / "settings.json").read_text(encoding="utf-8"))
-
-
 def base_model_path(out_dir: str | os.PathLike) -> Path:
     """The DCX model the study was counted with, as a file to start fine-tuning from.
 
@@ -75,10 +70,10 @@ def base_model_path(out_dir: str | os.PathLike) -> Path:
     is not fine-tuned here).
     """
     keep_triton_from_system_llvm()
-    from dcxcount.batch import StudySettings
+    from dcxcount.batch import plan_from_results
     from dcxcount.segment import bundled_model_path
 
-    settings = StudySettings.from_record(_study_record(Path(out_dir))["settings"])
+    settings = plan_from_results(out_dir).settings
     name = settings.count.marker_models.get("dcx", settings.count.model)
     path = Path(os.path.expanduser(name))
     return path if path.suffix == ".safetensors" and path.is_file() else bundled_model_path("dcx")
@@ -130,22 +125,11 @@ def recount_study(out_dir: str | os.PathLike, *, dcx_model: str | os.PathLike,
     (:func:`dcxcount.batch.run_study` without ``recount``).
     """
     keep_triton_from_system_llvm()
-    import pandas as pd
+    from dcxcount.batch import plan_from_results, run_study
 
-    from dcxcount.batch import StudyPlan, StudySettings, run_study
-    from dcxcount.section_folder import saved_edits
-
-    out_dir = Path(out_dir)
-    record = _study_record(out_dir)
-    settings = StudySettings.from_record(record["settings"])
-    count = replace(settings.count, marker_models={**settings.count.marker_models, "dcx": str(dcx_model)})
-    # settings.json holds the checked samplesheet with each row's folder key; plan_study wants a
-    # samplesheet file, so the plan is built from the record as summarize_study does.
-    sheet = pd.DataFrame(record["samplesheet"])
-    corrected = {key: edits for key in sheet["_key"] if (edits := saved_edits(out_dir / "sections" / key))}
-    plan = StudyPlan(sheet=sheet, settings=replace(settings, count=count), out_dir=out_dir, notices=[],
-                     corrected=corrected)
-    return run_study(plan, progress=progress, cancel=cancel)
+    plan = plan_from_results(out_dir)
+    count = replace(plan.settings.count, marker_models={**plan.settings.count.marker_models, "dcx": str(dcx_model)})
+    return run_study(replace(plan, settings=replace(plan.settings, count=count)), progress=progress, cancel=cancel)
 
 
 def _figure(value: Any, digits: int = 3) -> str:
