@@ -38,13 +38,14 @@ import pandas as pd
 
 from . import __version__
 from .checks import SettingsError, count_settings_problems, study_value_problems
+from .corrections import Corrections
 from .estimators import animals_table
 from .gcl import NoGCLFoundError
 from .hashing import file_sha256, file_version_sha256
-from .io import read_section
+from .io import Section, read_section
 from .memory import available_memory_bytes
-from .mosaic import count_mosaic_section, needs_mosaic, recount_mosaic_section
-from .pipeline import CountSettings, count_section
+from .mosaic import MOSAIC_COLUMNS, count_mosaic_section, needs_mosaic, read_mosaic_box
+from .pipeline import CountSettings, SectionResult, count_section
 from .progress import Cancelled, CancelToken, ProgressCallback, report, sub_progress
 from .provenance import now_iso
 from .samplesheet import SamplesheetError, read_samplesheet
@@ -65,7 +66,7 @@ from .tracing import TracingSettings
 from .vocabulary import KNOWN_MARKERS, STAGES, kind_of_marker
 
 __all__ = ["StudySettings", "StudyResult", "StudyPlan", "SettingsError", "plan_study", "plan_from_results",
-           "run_study", "count_study",
+           "run_study", "recount_section", "count_study",
            "section_key", "row_settings", "strict_json", "summarize_study", "corrected_notices"]
 
 NoticeCallback = Callable[[str], None]
@@ -357,21 +358,14 @@ def _count_row(row: dict, settings: StudySettings, folder: Path, notes: list[str
             counted = count_mosaic_section(row["path"], settings=count, pixel_size_um=pixel,
                                            dentate_gyrus=row.get("dg"), gcl_outline=outline, max_memory_bytes=limit,
                                            progress=progress, cancel=cancel)
-        elif mosaic:  # a person's corrections, in the box the mosaic was counted in
-            counted = recount_mosaic_section(row["path"], previous, labels=saved.labels, gcl_mask=saved.gcl,
-                                             corrections=saved.corrections_with_changes(), settings=count,
-                                             pixel_size_um=pixel, progress=progress, cancel=cancel)
         else:
-            section = read_section(row["path"], pixel_size_um=pixel, memory_limit_bytes=limit)
+            section = (read_mosaic_box(row["path"], previous, pixel_size_um=pixel) if mosaic else
+                       read_section(row["path"], pixel_size_um=pixel, memory_limit_bytes=limit))
             notes.extend(section.notes)
-            if keep:
-                corrections = saved.corrections_with_changes()
-                counted = count_section(section, settings=count, labels=saved.labels, gcl_mask=saved.gcl,
-                                        corrections=corrections, progress=progress, cancel=cancel)
-                counted.summary["gcl_source"] = "edited" if corrections.gcl else previous.get("gcl_source", "mask")
-            else:
-                counted = count_section(section, settings=count, gcl_outline=outline, progress=progress,
-                                        cancel=cancel)
+            counted = (recount_section(section, record=previous, labels=saved.labels, gcl_mask=saved.gcl,
+                                       corrections=saved.corrections_with_changes(), settings=count,
+                                       progress=progress, cancel=cancel) if keep else
+                       count_section(section, settings=count, gcl_outline=outline, progress=progress, cancel=cancel))
     except NoGCLFoundError as error:
         result["status"] = f"no GCL found: {error}"
     except (ValueError, OSError) as error:
@@ -385,6 +379,32 @@ def _count_row(row: dict, settings: StudySettings, folder: Path, notes: list[str
         # A failed recount must not hide a person's edits from the next run: the saved result stays.
         result["_keep_saved"] = True
     return result
+
+
+def recount_section(section: Section, *, record: Mapping, labels: Mapping[str, np.ndarray], gcl_mask: np.ndarray,
+                    corrections: Corrections, settings: CountSettings = CountSettings(),
+                    progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> SectionResult:
+    """A counted section traced, staged and tabled again from its saved (corrected) labels and GCL; never segmented.
+
+    Parameters
+    ----------
+    section : dcxcount.io.Section
+        Its image: the file read whole, or for a section counted as a mosaic
+        the box it was counted in (:func:`dcxcount.mosaic.read_mosaic_box`).
+    record : dict
+        Its saved ``result.json``: where the GCL came from and, for a mosaic,
+        where the box lies are carried over to the new result.
+    labels, gcl_mask, corrections
+        The saved label images and GCL, edited or not, and every correction
+        (:meth:`dcxcount.section_folder.SavedSection.corrections_with_changes`).
+    settings, progress, cancel
+        As for :func:`dcxcount.pipeline.count_section`.
+    """
+    counted = count_section(section, settings=settings, labels=labels, gcl_mask=gcl_mask, corrections=corrections,
+                            progress=progress, cancel=cancel)
+    counted.summary["gcl_source"] = "edited" if corrections.gcl else record.get("gcl_source", "mask")
+    counted.summary.update({column: record[column] for column in MOSAIC_COLUMNS if column in record})
+    return counted
 
 
 def _process_row(row: dict, settings: StudySettings, out_dir: str, *, mode: str = "count",

@@ -39,7 +39,8 @@ the memory a section may use (``--max-memory-gb``); a single-level image that
 large stays refused from its header, since finding its DG would decode it
 whole (:func:`count_mosaic` still takes it). A section with two DG counts the
 one its ``dg`` samplesheet column names, or the outlined one; a person's
-corrections are recounted in the same box (:func:`recount_mosaic_section`).
+corrections are recounted in the same box (:func:`read_mosaic_box`, then
+:func:`dcxcount.batch.recount_section`).
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import measure, segmentation
 
-from .corrections import Corrections
 from .gcl import NoGCLFoundError, frame_from_gcl, gcl_from_nuclei
 from .io import Section, SectionReadError, section_from_arrays
 from .memory import MODEL_PIXEL_SIZE_UM, available_memory_bytes, count_memory_bytes, format_bytes
@@ -72,7 +72,7 @@ __all__ = ["MosaicError", "MosaicLevel", "Mosaic", "DentateRegion", "Tile", "Mos
            "is_mosaic", "needs_mosaic", "choose_level", "read_downsampled", "find_dentate_gyri",
            "region_from_outline", "tile_grid", "segment_tiled", "count_region", "count_mosaic",
            "count_mosaic_section", "DETECTION_PIXEL_SIZE_UM", "DEFAULT_TILE_PX", "DEFAULT_OVERLAP_PX",
-           "DEFAULT_MARGIN_UM", "write_mosaic", "recount_mosaic_section", "MOSAIC_COLUMNS"]
+           "DEFAULT_MARGIN_UM", "write_mosaic", "read_mosaic_box", "MOSAIC_COLUMNS"]
 
 DETECTION_PIXEL_SIZE_UM = 2.5
 """Pixel size the DG is looked for at: a 9 um nucleus is ~4 px, a 70 um GCL ~28 px thick."""
@@ -1158,11 +1158,8 @@ MOSAIC_COLUMNS = ("mosaic_level", "region", "region_side", "box_x_um", "box_y_um
 """The summary entries (sections.csv columns) of a section counted as a mosaic."""
 
 
-def recount_mosaic_section(path: str | PathLike[str], record: Mapping, *, labels: Mapping[str, np.ndarray],
-                           gcl_mask: np.ndarray, corrections: Corrections, settings: CountSettings = CountSettings(),
-                           pixel_size_um: float | None = None, progress: ProgressCallback | None = None,
-                           cancel: CancelToken | None = None) -> SectionResult:
-    """A mosaic section counted again from its saved (corrected) labels and GCL, in the box it was counted in.
+def read_mosaic_box(path: str | PathLike[str], record: Mapping, *, pixel_size_um: float | None = None) -> Section:
+    """The box of a mosaic a section was counted in, read as a section: its saved labels and GCL fit it.
 
     Parameters
     ----------
@@ -1170,14 +1167,13 @@ def recount_mosaic_section(path: str | PathLike[str], record: Mapping, *, labels
         The mosaic.
     record : dict
         The section's saved result (``result.json``): its :data:`MOSAIC_COLUMNS` say where the box lies.
-    labels, gcl_mask, corrections
-        The saved, possibly corrected, label images, GCL and corrections (in the box's coordinates).
-    (others as for :func:`count_mosaic`)
+    pixel_size_um : float, optional
+        Overrides the file's own pixel size, as when the section was counted.
 
     Raises
     ------
     MosaicError
-        The record is not that of a mosaic section, or its box does not fit the labels.
+        The record is not that of a mosaic section.
     """
     if any(column not in record for column in MOSAIC_COLUMNS):
         raise MosaicError(f"{path}: the saved result does not say where in the mosaic the section was counted; "
@@ -1188,13 +1184,8 @@ def recount_mosaic_section(path: str | PathLike[str], record: Mapping, *, labels
         y0, x0 = int(round(record["box_y_um"] / px)), int(round(record["box_x_um"] / px))
         rows, cols = slice(y0, y0 + int(record["box_height_px"])), slice(x0, x0 + int(record["box_width_px"]))
         data = mosaic.read(level, rows, cols)
-        section = replace(section_from_arrays(data, channel_names=mosaic.channel_names, pixel_size_um=px,
-                                              path=mosaic.path), pixel_size_source=mosaic.pixel_size_source)
-    counted = count_section(section, settings=settings, labels=labels, gcl_mask=gcl_mask, corrections=corrections,
-                            progress=progress, cancel=cancel)
-    counted.summary["gcl_source"] = "edited" if corrections.gcl else record.get("gcl_source", "mask")
-    counted.summary.update({column: record[column] for column in MOSAIC_COLUMNS})
-    return counted
+        return replace(section_from_arrays(data, channel_names=mosaic.channel_names, pixel_size_um=px,
+                                           path=mosaic.path), pixel_size_source=mosaic.pixel_size_source)
 
 
 def _iter_windows(shape: tuple[int, int], tile_px: int) -> Iterator[tuple[slice, slice]]:

@@ -256,6 +256,7 @@ def load_study_section(study: Study, key: str) -> StudySection:
     """
     keep_triton_from_system_llvm()
     from dcxcount.io import SectionReadError, read_section
+    from dcxcount.mosaic import read_mosaic_box
     from dcxcount.section_folder import SectionFolderError, load_section
 
     entry = study.entries[key]
@@ -271,7 +272,7 @@ def load_study_section(study: Study, key: str) -> StudySection:
             errors.append(str(error))
     try:
         if saved is not None and _is_mosaic_record(saved.record):
-            section = _mosaic_box(entry.path, saved.record, pixel_size_um=pixel_size_um)
+            section = read_mosaic_box(entry.path, saved.record, pixel_size_um=pixel_size_um)
         else:
             section = read_section(entry.path, pixel_size_um=pixel_size_um)
     except (SectionReadError, OSError, ValueError) as error:  # MosaicError is a ValueError
@@ -286,28 +287,6 @@ def load_study_section(study: Study, key: str) -> StudySection:
 def _is_mosaic_record(record: dict) -> bool:
     """Whether a saved section was counted in a box of a mosaic (dcxcount.mosaic): its files are the box's."""
     return "mosaic_level" in record
-
-
-def _mosaic_box(path: str, record: dict, *, pixel_size_um: float | None) -> Section:
-    """The box of a mosaic a section was counted in, as a section (its labels and GCL are in its coordinates).
-
-    The box's place is what the core's ``recount_mosaic_section`` reads from
-    ``result.json`` (level, ``box_y_um``, ``box_x_um``, size in pixels).
-    """
-    from dataclasses import replace as replace_field
-
-    from dcxcount.io import section_from_arrays
-    from dcxcount.mosaic import open_mosaic
-
-    with open_mosaic(path, pixel_size_um=pixel_size_um) as mosaic:
-        level = int(record["mosaic_level"])
-        px = mosaic.levels[level].pixel_size_um
-        y0, x0 = int(round(record["box_y_um"] / px)), int(round(record["box_x_um"] / px))
-        rows = slice(y0, y0 + int(record["box_height_px"]))
-        cols = slice(x0, x0 + int(record["box_width_px"]))
-        data = mosaic.read(level, rows, cols)
-        section = section_from_arrays(data, channel_names=mosaic.channel_names, pixel_size_um=px, path=mosaic.path)
-        return replace_field(section, pixel_size_source=mosaic.pixel_size_source)
 
 
 def study_section_layers(loaded: StudySection, *, blinded: bool = False) -> list[LayerData]:
@@ -585,9 +564,9 @@ class ReviewSession:
                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> SectionResult:
         """Recount the section from the (edited) labels and GCL with the corrections, through the core.
 
-        :func:`dcxcount.pipeline.count_section` given every marker's labels
-        and the GCL mask: tracing, staging, co-labels and tables again, no
-        segmentation. Label images and a GCL that differ from what was saved
+        :func:`dcxcount.batch.recount_section`, as ``dcxcount summarize`` does:
+        tracing, staging, co-labels and tables again from every marker's labels
+        and the GCL mask, no segmentation. Label images and a GCL that differ from what was saved
         are recorded as corrections (who: the reviewer).
 
         Parameters
@@ -605,29 +584,19 @@ class ReviewSession:
             Also kept as the current result (the next save writes it).
         """
         keep_triton_from_system_llvm()
-        from dcxcount.pipeline import count_section
+        from dcxcount.batch import recount_section
 
         current = self._require()
         if current.loaded.section is None:
             raise ResultsFolderError(f"{self.title()}: the image cannot be read, so it cannot be recounted "
                                      f"({current.loaded.error})")
         corrections = self.edits(labels=labels, gcl_mask=gcl_mask)
-        gcl = gcl_mask if gcl_mask is not None else current.gcl
-        labels = {m: np.asarray(a, np.int32) for m, a in labels.items()}
-        previous = current.loaded.saved.record if current.loaded.saved is not None else {}
-        if _is_mosaic_record(previous):
-            # Counted in a box of a mosaic: the core recounts it in that box, as summarize does.
-            from dcxcount.mosaic import recount_mosaic_section
-
-            _, pixel_size_um = self.study.row_settings(current.loaded.entry.key)
-            result = recount_mosaic_section(current.loaded.entry.path, previous, labels=labels, gcl_mask=gcl,
-                                            corrections=corrections, settings=current.loaded.settings,
-                                            pixel_size_um=pixel_size_um, progress=progress, cancel=cancel)
-        else:
-            result = count_section(current.loaded.section, settings=current.loaded.settings, labels=labels,
-                                   gcl_mask=gcl, corrections=corrections, progress=progress, cancel=cancel)
-            # As the batch marks a kept section (dcxcount.batch): an edited GCL says so, else the saved one's.
-            result.summary["gcl_source"] = "edited" if corrections.gcl else previous.get("gcl_source", "mask")
+        # The section is the image, or for a mosaic the box it was counted in (as the batch recounts it).
+        result = recount_section(current.loaded.section,
+                                 record=current.loaded.saved.record if current.loaded.saved is not None else {},
+                                 labels={m: np.asarray(a, np.int32) for m, a in labels.items()},
+                                 gcl_mask=gcl_mask if gcl_mask is not None else current.gcl, corrections=corrections,
+                                 settings=current.loaded.settings, progress=progress, cancel=cancel)
         current.corrections = corrections
         current.result = result
         current.changed = True
