@@ -34,6 +34,7 @@ from sklearn.metrics import cohen_kappa_score
 
 from .batch import section_key, strict_json
 from .metrics import Detection
+from .progress import CancelToken, ProgressCallback, report
 from .vocabulary import GROUP_NAMES, STAGE_GROUPS, STAGES
 
 __all__ = ["StudyMismatchError", "Kappa", "Agreement", "compare_studies", "match_masks", "stage_kappa"]
@@ -355,7 +356,8 @@ def _stale_counts(table: pd.DataFrame, counts: dict[str, int], folder: Path, mar
 
 
 def compare_studies(out_a: str | os.PathLike[str], out_b: str | os.PathLike[str], *, marker: str = "dcx",
-                    min_iou: float = 0.5) -> Agreement:
+                    min_iou: float = 0.5, progress: ProgressCallback | None = None,
+                    cancel: CancelToken | None = None) -> Agreement:
     """Compare two raters' reviewed copies of one counted study.
 
     Parameters
@@ -369,6 +371,9 @@ def compare_studies(out_a: str | os.PathLike[str], out_b: str | os.PathLike[str]
     min_iou : float, keyword-only
         Counted objects of A and B pair when the intersection over union of
         their masks reaches this; in (0, 1].
+    progress, cancel : keyword-only, optional
+        ``progress(fraction, message)`` after each section; ``cancel`` is
+        checked between sections (:mod:`dcxcount.progress`).
 
     Returns
     -------
@@ -384,6 +389,8 @@ def compare_studies(out_a: str | os.PathLike[str], out_b: str | os.PathLike[str]
         inconsistent. The message names the folder or file.
     ValueError
         When ``min_iou`` is outside (0, 1].
+    dcxcount.progress.Cancelled
+        When ``cancel`` was cancelled.
 
     Notes
     -----
@@ -400,7 +407,8 @@ def compare_studies(out_a: str | os.PathLike[str], out_b: str | os.PathLike[str]
     _same_study(table_a, table_b, folder_a, folder_b)
     rows, stage_pairs = [], []
     counts_a, counts_b = {}, {}
-    for key, info in table_a.iterrows():
+    for done, (key, info) in enumerate(table_a.iterrows()):
+        report(progress, cancel, done / len(table_a), f"{info['animal']} s{info['section']}")
         row = {"animal": info["animal"], "group": info["group"], "section": info["section"], "key": key,
                "status": info["status"]}
         if info["status"] != "ok":
@@ -420,6 +428,7 @@ def compare_studies(out_a: str | os.PathLike[str], out_b: str | os.PathLike[str]
         stage_pairs.append(matched)
         row.update(_section_figures(detection, matched, marker))
         rows.append(row)
+    report(progress, cancel, 1.0, "compared")
     sections = pd.DataFrame(rows)
     for column in ("n_a", "n_b", "matched", "only_a", "only_b", "n_stage", "n_group"):
         if column not in sections:

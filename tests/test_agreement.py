@@ -123,6 +123,20 @@ def test_identical_copies_agree_fully_and_write_into_out_b(raters):
     assert (animals["difference"] == 0).all() and (animals["pct_difference"] == 0).all()
 
 
+def test_progress_after_each_section_and_a_cancel_stops_the_comparison(raters):
+    from dcxcount.agreement import compare_studies
+    from dcxcount.progress import Cancelled, CancelToken
+
+    a, b = raters
+    seen = []
+    compare_studies(a, b, progress=lambda fraction, message: seen.append(fraction))
+    assert seen == sorted(seen) and seen[0] == 0 and seen[-1] == 1 and len(seen) >= 2
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        compare_studies(a, b, cancel=token)
+
+
 def test_a_different_study_is_refused_naming_the_folder(tmp_path, capsys):
     a = _write_study(tmp_path / "a", RATER_A)
     b = _write_study(tmp_path / "b", RATER_B, sections=SECTIONS[:1])

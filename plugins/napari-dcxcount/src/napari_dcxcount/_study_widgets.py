@@ -204,7 +204,7 @@ class AgreementWidget(QWidget):
             keep_triton_from_system_llvm()  # the core imports torch (see _compat)
             from dcxcount.agreement import compare_studies
 
-            return compare_studies(a, b)
+            return compare_studies(a, b, progress=progress, cancel=cancel)
 
         def done(agreement: Agreement) -> None:
             self.agreement = agreement
