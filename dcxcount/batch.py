@@ -355,9 +355,11 @@ def _count_row(row: dict, settings: StudySettings, folder: Path, notes: list[str
         if mosaic and not keep:
             # Too large to count whole, but stored in chunks (pyramidal TIFF, OME-Zarr): its dentate
             # gyrus is found on a coarse level and counted in tiles (dcxcount.mosaic).
+            # Its tiles one at a time when other sections share the cores (each already has its share).
             counted = count_mosaic_section(row["path"], settings=count, pixel_size_um=pixel,
                                            dentate_gyrus=row.get("dg"), gcl_outline=outline, max_memory_bytes=limit,
-                                           progress=progress, cancel=cancel)
+                                           workers=1 if sections_at_once > 1 else None, progress=progress,
+                                           cancel=cancel)
         else:
             section = (read_mosaic_box(row["path"], previous, pixel_size_um=pixel) if mosaic else
                        read_section(row["path"], pixel_size_um=pixel, memory_limit_bytes=limit))

@@ -760,7 +760,8 @@ def _default_tile_workers() -> int:
 
     Each tile's network already runs on torch's threads, so more tiles than
     cores / threads only make them wait for each other; a Dask worker counting
-    one section of a study shares the cores with the other workers.
+    one section of a study shares the cores with the other workers (and the
+    batch asks for 1 when it counts several sections in threads).
     """
     distributed = sys.modules.get("distributed")
     if distributed is not None:
@@ -1108,7 +1109,7 @@ def count_mosaic(path: str | PathLike[str], *, settings: CountSettings = CountSe
 def count_mosaic_section(path: str | PathLike[str], *, settings: CountSettings = CountSettings(),
                          pixel_size_um: float | None = None, dentate_gyrus: object = None,
                          gcl_outline: str | PathLike[str] | None = None, max_memory_bytes: int | None = None,
-                         progress: ProgressCallback | None = None,
+                         workers: int | None = None, progress: ProgressCallback | None = None,
                          cancel: CancelToken | None = None) -> SectionResult:
     """One samplesheet row's mosaic counted as one section: its only DG, the one named, or the outlined one.
 
@@ -1149,7 +1150,7 @@ def count_mosaic_section(path: str | PathLike[str], *, settings: CountSettings =
                                   "its GCL as an outline")
             else:
                 region = found[0]
-        return count_region(mosaic, region, settings=settings, max_memory_bytes=budget,
+        return count_region(mosaic, region, settings=settings, max_memory_bytes=budget, workers=workers,
                             progress=sub_progress(progress, 0.05, 1.0), cancel=cancel)
 
 

@@ -249,7 +249,8 @@ def test_a_region_can_be_given_as_an_outline(two_dg, tmp_path):
 
 
 @pytest.mark.slow
-def test_dcxcount_count_counts_a_mosaic_too_large_for_memory_around_the_dg_it_is_told(two_dg, tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])  # 2: both rows at once, in threads, tiles one at a time each
+def test_dcxcount_count_counts_a_mosaic_too_large_for_memory_around_the_dg_it_is_told(two_dg, tmp_path, workers):
     """Over --max-memory-gb as a whole, the mosaic is counted around one DG: the one a `dg` column names."""
     from dcxcount.cli import main
 
@@ -257,7 +258,7 @@ def test_dcxcount_count_counts_a_mosaic_too_large_for_memory_around_the_dg_it_is
     sheet.write_text(f"path,animal,section,dg\n{two_dg[2]},m1,1,right\n{two_dg[2]},m1,2,\n")
     out = tmp_path / "out"
     code = main(["count", str(sheet), "--out", str(out), "--section-interval", "6", "--hemispheres", "1",
-                 "--max-memory-gb", "1.5"])
+                 "--max-memory-gb", "1.5", "--workers", workers])
     sections = pd.read_csv(out / "sections.csv")
     assert code == 1  # the row that does not say which of the two DG to count fails, on its own
     counted, ambiguous = sections.iloc[0], sections.iloc[1]
