@@ -249,6 +249,17 @@ def _fingerprint(row: dict, count: CountSettings, pixel_size_um: float | None, o
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+class _LogTo(logging.Handler):
+    """Hands each warning-level log line to ``keep``."""
+
+    def __init__(self, keep: Callable[[str], object]) -> None:
+        super().__init__(level=logging.WARNING)
+        self.keep = keep
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.keep(f"{record.name}: {record.getMessage()}")
+
+
 class _Capture:
     """Warnings and library log lines of a section, kept with the section that raised them.
 
@@ -263,8 +274,8 @@ class _Capture:
         self._active = 0
         self._sections = threading.local()
         self._catcher: warnings.catch_warnings | None = None
-        self._handler = logging.Handler(level=logging.WARNING)
-        self._handler.emit = lambda record: self._keep(f"{record.name}: {record.getMessage()}")
+        self._shown: Callable[..., None] = warnings.showwarning
+        self._handler = _LogTo(self._keep)
 
     def _keep(self, line: str) -> bool:
         into = getattr(self._sections, "into", None)

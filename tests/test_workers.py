@@ -10,6 +10,7 @@ tests/test_scheduler.py and tests/test_reliability.py.)
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import warnings
@@ -46,6 +47,7 @@ def _meeting(monkeypatch, seen: list) -> None:
         blas = {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
         seen.append((threading.get_ident(), torch.get_num_threads(), blas))
         warnings.warn(f"raised while counting {section.path.name}", RuntimeWarning, stacklevel=1)
+        logging.getLogger("tifffile").warning("logged while counting %s", section.path.name)
         both.wait()
         return real(section, **kwargs)
 
@@ -63,11 +65,11 @@ def test_two_workers_count_two_sections_at_once_each_on_its_share_of_the_cores(t
     assert len({ident for ident, _, _ in seen}) == 2  # two threads, met at the barrier
     assert all(torch_threads == share and blas <= {share} for _, torch_threads, blas in seen)
     assert torch.get_num_threads() == threads_before  # this process's pools are as they were
-    # Each section keeps its own warning, not the other's.
+    # Each section keeps its own warning and log line, not the other's.
     for key, name in (("m1_s1", "a.ome.tif"), ("m1_s2", "b.ome.tif")):
         kept = json.loads((tmp_path / "out" / "sections" / key / "result.json").read_text())["warnings"]
-        assert [line for line in kept if "raised while counting" in line] == \
-            [f"RuntimeWarning: raised while counting {name}"]
+        assert [line for line in kept if "while counting" in line] == \
+            [f"RuntimeWarning: raised while counting {name}", f"tifffile: logged while counting {name}"]
 
 
 def test_a_cancel_stops_the_sections_in_flight_and_the_next_run_finishes(two_sections, tmp_path, monkeypatch):
