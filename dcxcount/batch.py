@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import re
-import threading
 import time
 import traceback
 import warnings
@@ -62,6 +61,7 @@ from .section_folder import (
 from .segment import model_file
 from .staging import StagingRules
 from .study_outputs import write_study_outputs
+from .thread_hooks import ThreadScopedHook
 from .tracing import TracingSettings
 from .vocabulary import KNOWN_MARKERS, STAGES, kind_of_marker
 
@@ -249,71 +249,48 @@ def _fingerprint(row: dict, count: CountSettings, pixel_size_um: float | None, o
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-class _LogTo(logging.Handler):
-    """Hands each warning-level log line to ``keep``."""
-
-    def __init__(self, keep: Callable[[str], object]) -> None:
-        super().__init__(level=logging.WARNING)
-        self.keep = keep
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.keep(f"{record.name}: {record.getMessage()}")
-
-
-class _Capture:
-    """Warnings and library log lines of a section, kept with the section that raised them.
-
-    ``warnings.catch_warnings`` and a root log handler are process-wide, while
-    sections may be counted in several threads at once: one capture is
-    installed while any section is being counted, and each line goes to the
-    list of the section counted in the thread that raised it.
-    """
+class _SectionLines(logging.Handler):
+    """Warning-level log lines, each kept by the section counted in the thread that logged it."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._active = 0
-        self._sections = threading.local()
-        self._catcher: warnings.catch_warnings | None = None
-        self._shown: Callable[..., None] = warnings.showwarning
-        self._handler = _LogTo(self._keep)
+        super().__init__(level=logging.WARNING)
 
-    def _keep(self, line: str) -> bool:
-        into = getattr(self._sections, "into", None)
-        if into is not None:
-            into.append(line)
-        return into is not None
-
-    def _show(self, message, category, filename, lineno, file=None, line=None) -> None:
-        if not self._keep(f"{category.__name__}: {message}"):  # raised outside any section: as usual
-            self._shown(message, category, filename, lineno, file, line)
-
-    @contextlib.contextmanager
-    def __call__(self, into: list[str]):
-        with self._lock:
-            if self._active == 0:
-                self._catcher = warnings.catch_warnings()
-                self._catcher.__enter__()
-                warnings.simplefilter("always")
-                self._shown, warnings.showwarning = warnings.showwarning, self._show
-                logging.getLogger().addHandler(self._handler)
-            self._active += 1
-        self._sections.into = into
-        try:
-            yield
-        finally:
-            self._sections.into = None
-            with self._lock:
-                self._active -= 1
-                if self._active == 0:  # the last section out, in whichever thread, restores what was there
-                    logging.getLogger().removeHandler(self._handler)
-                    self._catcher.__exit__(None, None, None)
+    def emit(self, record: logging.LogRecord) -> None:
+        if (into := _captured.current()) is not None:
+            into.append(f"{record.name}: {record.getMessage()}")
 
 
-_captured = _Capture()
+def _capture_section_lines() -> Callable[[], None]:
+    """Send every warning and warning-level log line to the section counted in its thread; returns the undo."""
+    catcher = warnings.catch_warnings()  # restores the filters and showwarning on exit
+    catcher.__enter__()
+    warnings.simplefilter("always")
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if (into := _captured.current()) is None:  # raised outside any section: as usual
+            shown(message, category, filename, lineno, file, line)
+        else:
+            into.append(f"{category.__name__}: {message}")
+
+    warnings.showwarning = show
+    handler = _SectionLines()
+    logging.getLogger().addHandler(handler)
+
+    def undo() -> None:
+        logging.getLogger().removeHandler(handler)
+        catcher.__exit__(None, None, None)
+
+    return undo
+
+
+_captured: ThreadScopedHook[list[str]] = ThreadScopedHook(_capture_section_lines)
 """``with _captured(notes):`` numpy's RuntimeWarnings, tifffile's and cellpose's log lines go to ``notes``.
 
 They would otherwise be printed between the progress bar and the results,
 with no section named; they are kept in the section's result.json instead.
+Sections counted in threads at once each keep their own
+(:class:`dcxcount.thread_hooks.ThreadScopedHook`).
 """
 
 

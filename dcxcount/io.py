@@ -17,7 +17,7 @@ import logging
 import math
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -26,6 +26,7 @@ import numpy as np
 import tifffile
 
 from .memory import count_memory_bytes, format_bytes
+from .thread_hooks import ThreadScopedHook
 
 __all__ = ["Section", "SectionReadError", "section_from_arrays", "PixelSizeError", "read_section", "match_channels"]
 
@@ -267,23 +268,40 @@ def _tifffile_log(notes: list[str]) -> Iterator[list[str]]:
     means part of the file could not be read.
     """
     errors: list[str] = []
+    with _tifffile_reads((notes, errors)):  # threads reading at once each keep their own lines
+        yield errors
 
-    class _Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            message = record.getMessage()
-            notes.append(f"tifffile: {message}")
-            if record.levelno >= logging.ERROR:
-                errors.append(message)
 
-    logger = logging.getLogger("tifffile")
-    handler, propagate = _Collect(), logger.propagate
+class _TifffileLines(logging.Handler):
+    """tifffile's log lines, each kept by the read of the thread that logged it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        read = _tifffile_reads.current()
+        if read is None:  # a thread that is not reading a section: on to the handlers it would reach
+            logging.getLogger().callHandlers(record)
+            return
+        notes, errors = read
+        message = record.getMessage()
+        notes.append(f"tifffile: {message}")
+        if record.levelno >= logging.ERROR:
+            errors.append(message)
+
+
+def _quiet_tifffile() -> Callable[[], None]:
+    """Route tifffile's log to :class:`_TifffileLines` only; returns what puts it back."""
+    logger, handler = logging.getLogger("tifffile"), _TifffileLines()
+    propagate = logger.propagate
     logger.addHandler(handler)
     logger.propagate = False
-    try:
-        yield errors
-    finally:
+
+    def restore() -> None:
         logger.removeHandler(handler)
         logger.propagate = propagate
+
+    return restore
+
+
+_tifffile_reads: ThreadScopedHook[tuple[list[str], list[str]]] = ThreadScopedHook(_quiet_tifffile)
 
 
 def _check_complete(path: Path, tif: tifffile.TiffFile, series: tifffile.TiffPageSeries,
