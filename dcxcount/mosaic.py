@@ -50,7 +50,6 @@ import functools
 import math
 import os
 import sys
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from os import PathLike
@@ -510,9 +509,11 @@ def read_downsampled(mosaic: Mosaic, *, channel: int, pixel_size_um: float) -> t
         stop = min(start + rows_per_strip, out_h * factor)
         strip = mosaic.read(index, slice(start, stop), slice(0, out_w * factor))[channel].astype(np.float32)
         blocks = strip.reshape((stop - start) // factor, factor, out_w, factor)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN
-            out[start // factor:stop // factor] = np.nanmean(blocks, axis=(1, 3))
+        # nanmean by hand: an all-NaN block stays NaN (0 / 0) without a warning, and np.errstate is
+        # per thread, where silencing nanmean's warning would change the filters of every thread.
+        with np.errstate(invalid="ignore"):
+            out[start // factor:stop // factor] = (np.nansum(blocks, axis=(1, 3))
+                                                   / np.sum(~np.isnan(blocks), axis=(1, 3)))
     return out, level.pixel_size_um * factor
 
 
