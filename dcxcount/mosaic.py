@@ -65,6 +65,7 @@ from .memory import MODEL_PIXEL_SIZE_UM, available_memory_bytes, count_memory_by
 from .pipeline import CountSettings, SectionResult, count_section
 from .progress import CancelToken, ProgressCallback, report, sub_progress
 from .segment import load_engine
+from .thread_hooks import carried
 from .vocabulary import kind_of_marker
 
 __all__ = ["MosaicError", "MosaicLevel", "Mosaic", "DentateRegion", "Tile", "MosaicCount", "open_mosaic",
@@ -892,7 +893,8 @@ def segment_tiled(image: np.ndarray, *, engines: dict[str, object], pixel_size_u
         if len(batch) == 1:
             done = [one_tile(*batch[0])]
         else:
-            done = dask.compute(*[dask.delayed(one_tile)(*task) for task in batch], scheduler="threads",
+            # carried: what a tile warns or logs stays the section's (dcxcount.thread_hooks).
+            done = dask.compute(*[dask.delayed(carried(one_tile))(*task) for task in batch], scheduler="threads",
                                 num_workers=parallel)
         for marker, tile, kept, cut in done:
             cut_total += cut

@@ -11,13 +11,17 @@ collects goes to the value of the thread it came from.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-__all__ = ["ThreadScopedHook"]
+__all__ = ["ThreadScopedHook", "carried"]
 
 T = TypeVar("T")
+R = TypeVar("R")
+
+_HOOKS: list[ThreadScopedHook] = []
 
 
 class ThreadScopedHook(Generic[T]):
@@ -37,6 +41,7 @@ class ThreadScopedHook(Generic[T]):
         self._users = 0
         self._remove: Callable[[], None] | None = None
         self._values = threading.local()
+        _HOOKS.append(self)
 
     def current(self) -> T | None:
         """This thread's value (None outside a ``with`` block of this thread)."""
@@ -58,3 +63,23 @@ class ThreadScopedHook(Generic[T]):
                 if self._users == 0:
                     self._remove()
                     self._remove = None
+
+
+def carried(function: Callable[..., R]) -> Callable[..., R]:
+    """``function``, to be run in a pool's thread with every hook's value of the thread calling this.
+
+    A section that hands work to a thread pool (a mosaic's tiles) keeps what
+    that work warns or logs as its own.
+    """
+    values = [(hook, value) for hook in _HOOKS if (value := hook.current()) is not None]
+    if not values:
+        return function
+
+    @functools.wraps(function)
+    def run(*args, **kwargs) -> R:
+        with contextlib.ExitStack() as stack:
+            for hook, value in values:
+                stack.enter_context(hook(value))
+            return function(*args, **kwargs)
+
+    return run

@@ -76,3 +76,18 @@ def test_tifffile_lines_of_two_reads_at_once_stay_apart():
     assert found["a.tif"] == ([], [])
     assert found["b.tif"] == (["tifffile: cannot read page 3 of b.tif"], ["cannot read page 3 of b.tif"])
     assert logger.propagate and not logger.handlers  # as it was before any read
+
+
+def test_work_handed_to_a_pool_keeps_the_callers_value():
+    """A mosaic's tiles run in a pool's threads; what they warn must reach the section that asked for them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dcxcount.thread_hooks import carried
+
+    hook: ThreadScopedHook[str] = ThreadScopedHook(lambda: lambda: None)
+    with ThreadPoolExecutor(2) as pool:
+        assert pool.submit(carried(hook.current)).result() is None  # nothing to carry
+        with hook("section 1"):
+            assert pool.submit(hook.current).result() is None  # a pool's thread has no value of its own
+            current = carried(hook.current)  # in the caller's thread, as the mosaic's tile loop does
+            assert [pool.submit(current).result() for _ in range(2)] == ["section 1"] * 2
