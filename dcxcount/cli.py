@@ -474,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("--pixel-size-um", type=_positive_number, help="pixel size, overriding the files' own")
     count.add_argument("--workers", type=_whole_at_least(1), default=1,
                        help="sections counted at once, in threads sharing the models and the cores "
-                            "(2 on 2 cores: about 1.4x the sections per minute of 1)")
+                            "(2 on 2 cores: 1.3-1.4x the sections per minute of 1)")
     count.add_argument("--scheduler", help="address of a Dask scheduler to run on")
     count.add_argument("--max-memory-gb", type=_positive_number, metavar="GB",
                        help="memory one section may use (default: what is free). A larger section stored in tiles "
