@@ -50,7 +50,7 @@ def test_count_the_sample_section(viewer_with_sample, qtbot, truth):
     widget = CountWidget(viewer)
     viewer.window.add_dock_widget(widget)
     messages = []
-    widget._relay.progressed.connect(lambda fraction, message: messages.append((fraction, message)))
+    widget.task.relay.progressed.connect(lambda fraction, message: messages.append((fraction, message)))
     # The viewer stays responsive: the GUI thread's event loop runs while the core counts.
     ticks = []
     timer = QTimer()
@@ -107,7 +107,7 @@ def test_cancel_stops_a_run_and_adds_nothing(viewer_with_sample, qtbot):
     widget = CountWidget(viewer)
     before = [layer.name for layer in viewer.layers]
     # Cancel as soon as the core reports its first step, from the GUI thread as the button does.
-    widget._relay.progressed.connect(lambda fraction, message: widget.cancel_button.click())
+    widget.task.relay.progressed.connect(lambda fraction, message: widget.cancel_button.click())
     widget.run()
     assert widget.cancel_button.isEnabled()
     _wait(qtbot, widget)

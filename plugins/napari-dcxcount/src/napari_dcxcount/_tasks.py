@@ -1,10 +1,9 @@
 """One long core call at a time in a thread worker, with a progress bar, a Cancel button and a status line.
 
-The Review, Fine-tune and Agreement widgets all run the core the way the
-Count widget does (:mod:`._widget`): a superqt worker, the core's
-``progress(fraction, message)`` relayed to the GUI thread by a queued signal,
-and a :class:`dcxcount.progress.CancelToken` that the core checks between
-its steps.
+The widgets run the core this way: a superqt worker, the core's
+``progress(fraction, message)`` relayed to the GUI thread by a queued
+signal, and a :class:`dcxcount.progress.CancelToken` that the core checks
+between its steps.
 """
 
 from __future__ import annotations
@@ -37,6 +36,8 @@ class TaskPanel(QWidget):
         What the last task returned (None when it failed or was cancelled).
     error : BaseException or None
         Why the last task ended without a result.
+    relay : QObject
+        Its ``progressed(fraction, message)`` signal carries the task's reports to the GUI thread.
     """
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -45,8 +46,8 @@ class TaskPanel(QWidget):
         self.error: BaseException | None = None
         self.worker: Any = None
         self._token: Any = None
-        self._relay = _Relay(self)
-        self._relay.progressed.connect(self._on_progress)
+        self.relay = _Relay(self)
+        self.relay.progressed.connect(self._on_progress)
         self.bar = QProgressBar()
         self.bar.setRange(0, _BAR_STEPS)
         self.cancel_button = QPushButton("Cancel")
@@ -70,8 +71,13 @@ class TaskPanel(QWidget):
         return self._token is not None
 
     def start(self, task: Callable[..., Any], *, done: Callable[[Any], None],
-              failed: Callable[[BaseException], None] | None = None, message: str = "Starting…") -> Any:
+              failed: Callable[[BaseException], None] | None = None,
+              finished: Callable[[], None] | None = None, message: str = "Starting…",
+              cancelled: str = "Cancelled.") -> Any:
         """Run ``task(progress=..., cancel=...)`` in a thread; call `done` with its result in the GUI thread.
+
+        `failed` is called with an error other than a cancel, `finished` when
+        the task ended however it ended; `cancelled` is the status shown after a cancel.
 
         Returns
         -------
@@ -86,7 +92,7 @@ class TaskPanel(QWidget):
         from dcxcount.progress import CancelToken
 
         token = CancelToken()
-        relay = self._relay.progressed
+        relay = self.relay.progressed
 
         def run() -> Any:
             return task(progress=lambda fraction, text: relay.emit(float(fraction), str(text)), cancel=token)
@@ -100,21 +106,23 @@ class TaskPanel(QWidget):
 
             self.error = error
             if isinstance(error, Cancelled):
-                self.set_status("Cancelled.")
+                self.set_status(cancelled)
                 return
             self.set_status(f"Failed: {error}")
             if failed is not None:
                 failed(error)
 
-        def finished() -> None:
+        def ended() -> None:
             self._token = None
             self.cancel_button.setEnabled(False)
             self.bar.setValue(_BAR_STEPS if self.error is None else 0)
+            if finished is not None:
+                finished()
 
         self.result, self.error, self._token = None, None, token
         # superqt's worker: napari's thread_worker reports a cancel as a failed task.
         self.worker = create_worker(run, _start_thread=False,
-                                    _connect={"returned": returned, "errored": errored, "finished": finished})
+                                    _connect={"returned": returned, "errored": errored, "finished": ended})
         self.cancel_button.setEnabled(True)
         self.bar.setValue(0)
         self.set_status(message)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -19,8 +19,6 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
-    QLabel,
-    QProgressBar,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -29,6 +27,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._model import MARKER_NAMES, MARKERS, MODELS, CountRequest, guess_markers, result_layer_data, summary_rows
+from ._tasks import TaskPanel
 
 if TYPE_CHECKING:
     import napari
@@ -41,20 +40,6 @@ __all__ = ["CountWidget", "NO_LAYER"]
 NO_LAYER = "—"
 """The channel box entry meaning "this marker is not in the section"."""
 
-# Progress bar steps: fine enough for a smooth bar, integers as QProgressBar wants.
-_BAR_STEPS = 1000
-
-
-class _ProgressRelay(QObject):
-    """Carries the core's progress calls from the worker thread to the widget.
-
-    The relay lives in the GUI thread; a signal emitted from another thread is
-    queued, so the widget is only ever touched from the GUI thread.
-    """
-
-    progressed = Signal(float, str)
-
-
 class CountWidget(QWidget):
     """Count DCX+ cells and nuclei in the viewer's image layers.
 
@@ -66,26 +51,18 @@ class CountWidget(QWidget):
 
     Attributes
     ----------
-    result : dcxcount.pipeline.SectionResult or None
-        The last finished count.
-    error : BaseException or None
-        Why the last run ended without a result (a
+    task : TaskPanel
+        Runs the count in a thread worker: its progress bar, Cancel button
+        and status line, the last ``result`` (a
+        :class:`dcxcount.pipeline.SectionResult`) or ``error`` (a
         :class:`dcxcount.progress.Cancelled` when it was cancelled).
-    worker : superqt.utils.FunctionWorker or None
-        The running (or last) count.
     """
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = viewer
-        self.result: SectionResult | None = None
-        self.error: BaseException | None = None
-        self.worker: FunctionWorker | None = None
-        self._cancel_token: Any = None
         self._chosen: dict[str, Any] = {}
         self._pixel_size_from: Any = None  # the DCX layer the pixel size was last taken from
-        self._relay = _ProgressRelay(self)
-        self._relay.progressed.connect(self._on_progress)
 
         channels = QGroupBox("Channels")
         form = QFormLayout(channels)
@@ -122,16 +99,9 @@ class CountWidget(QWidget):
 
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, _BAR_STEPS)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.task = TaskPanel()
+        # The panel's parts under the names this widget has always had.
+        self.progress_bar, self.cancel_button, self.status = self.task.bar, self.task.cancel_button, self.task.status
 
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["Section", "Value", "Share"])
@@ -148,9 +118,8 @@ class CountWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(channels)
         layout.addWidget(settings)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status)
+        layout.addWidget(self.run_button)
+        layout.addWidget(self.task)
         layout.addWidget(self.table, 1)
 
         events = self.viewer.layers.events
@@ -249,7 +218,17 @@ class CountWidget(QWidget):
     @property
     def running(self) -> bool:
         """Whether a count is under way."""
-        return self.worker is not None and self._cancel_token is not None
+        return self.task.running
+
+    @property
+    def result(self) -> SectionResult | None:
+        """The last finished count."""
+        return self.task.result
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the last run ended without a result."""
+        return self.task.error
 
     def run(self) -> FunctionWorker | None:
         """Start counting the chosen layers in a thread worker.
@@ -265,81 +244,36 @@ class CountWidget(QWidget):
         try:
             request = self.request()
         except ValueError as error:
-            self._set_status(f"Cannot count: {error}.")
+            self.task.set_status(f"Cannot count: {error}.")
             return None
-        from superqt.utils import create_worker
-
-        from dcxcount.progress import CancelToken
-
-        token = CancelToken()
-        relay = self._relay.progressed
-
-        def count() -> SectionResult:
-            return request.run(progress=lambda fraction, message: relay.emit(fraction, message), cancel=token)
-
-        self.result, self.error = None, None
-        self._cancel_token = token
         dcx = self.chosen_layers()["dcx"]
-        self._place = {"scale": tuple(dcx.scale[-2:]), "translate": tuple(dcx.translate[-2:]),
-                       "units": tuple(str(u) for u in dcx.units[-2:]) if hasattr(dcx, "units") else None}
-        # superqt's worker rather than napari's thread_worker: napari's reports every exception
-        # as a failed task, and a cancel is not a failure. Connecting `errored` keeps superqt
-        # from re-raising it.
-        self.worker = create_worker(count, _start_thread=False,
-                                    _connect={"returned": self._on_returned, "errored": self._on_errored,
-                                              "finished": self._on_finished})
+        place = {"scale": tuple(dcx.scale[-2:]), "translate": tuple(dcx.translate[-2:]),
+                 "units": tuple(str(u) for u in dcx.units[-2:]) if hasattr(dcx, "units") else None}
+
+        def done(result: SectionResult) -> None:
+            self.show_result(result, **place)
+            counts = ", ".join(f"{MARKER_NAMES.get(m, m)} {result.summary.get(f'{m}_count', 0)}"
+                               for m in result.labels)
+            self.task.set_status(f"Counted: {counts}.")
+
+        def failed(error: BaseException) -> None:
+            from napari.utils.notifications import show_error
+
+            show_error(f"dcxcount: {error}")
+
+        worker = self.task.start(request.run, done=done, failed=failed, finished=lambda: self._set_running(False),
+                                 cancelled="Cancelled; nothing was added.")
         self._set_running(True)
-        self.progress_bar.setValue(0)
-        self._set_status("Starting…")
-        self.worker.start()
-        return self.worker
+        return worker
 
     def cancel(self) -> None:
         """Ask the running count to stop at its next step; no result layer is then added."""
-        if self._cancel_token is not None:
-            self._cancel_token.cancel()
-            self._set_status("Cancelling…")
-
-    def _on_progress(self, fraction: float, message: str) -> None:
-        if self._cancel_token is None or self._cancel_token.cancelled:
-            return  # a late report from a run being cancelled
-        self.progress_bar.setValue(round(fraction * _BAR_STEPS))
-        self._set_status(message)
-
-    def _on_returned(self, result: SectionResult) -> None:
-        self.result = result
-        self.show_result(result, **self._place)
-        counts = ", ".join(f"{MARKER_NAMES.get(m, m)} {result.summary.get(f'{m}_count', 0)}" for m in result.labels)
-        self._set_status(f"Counted: {counts}.")
-
-    def _on_errored(self, error: BaseException) -> None:
-        from dcxcount.progress import Cancelled
-
-        self.error = error
-        if isinstance(error, Cancelled):
-            self._set_status("Cancelled; nothing was added.")
-            return
-        self._set_status(f"Failed: {error}")
-        from napari.utils.notifications import show_error
-
-        show_error(f"dcxcount: {error}")
-
-    def _on_finished(self) -> None:
-        self._cancel_token = None
-        self._set_running(False)
-        if self.result is not None:
-            self.progress_bar.setValue(_BAR_STEPS)
-        else:
-            self.progress_bar.setValue(0)
+        self.task.cancel()
 
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
         for box in (*self.channel_boxes.values(), self.model_box, self.pixel_size):
             box.setEnabled(not running)
-
-    def _set_status(self, text: str) -> None:
-        self.status.setText(text)
 
     # ------------------------------------------------------------------ results
 
