@@ -42,7 +42,7 @@ from .estimators import animals_table
 from .gcl import NoGCLFoundError
 from .hashing import file_sha256, file_version_sha256
 from .io import Section, read_section
-from .memory import available_memory_bytes
+from .memory import available_cpus, available_memory_bytes
 from .mosaic import MOSAIC_COLUMNS, count_mosaic_section, needs_mosaic, read_mosaic_box
 from .pipeline import CountSettings, SectionResult, count_section
 from .progress import Cancelled, CancelToken, ProgressCallback, report, sub_progress
@@ -658,13 +658,6 @@ def _run_parallel(rows: list[dict], settings: StudySettings, out_dir: Path, *, w
                    f"{row['animal']} s{_section_text(row['section'])}: {result['status'][:40]}")
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # a container's or a SLURM job's share, not the host's
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 @contextlib.contextmanager
 def _compute_threads(workers: int):
     """Torch's and the BLAS libraries' thread pools sized ``cores // workers`` (at least 1) inside, as before after.
@@ -678,7 +671,7 @@ def _compute_threads(workers: int):
     import torch
     from threadpoolctl import threadpool_limits
 
-    share = max(1, _cores() // max(1, workers))
+    share = max(1, (available_cpus() or 1) // max(1, workers))
     before = torch.get_num_threads()
     torch.set_num_threads(share)
     try:

@@ -20,7 +20,8 @@ import re
 import sys
 from pathlib import Path
 
-__all__ = ["MODEL_PIXEL_SIZE_UM", "count_memory_bytes", "available_memory_bytes", "format_bytes", "parse_bytes"]
+__all__ = ["MODEL_PIXEL_SIZE_UM", "count_memory_bytes", "available_memory_bytes", "available_cpus", "format_bytes",
+           "parse_bytes"]
 
 MODEL_PIXEL_SIZE_UM = 0.6
 """The bundled models' working pixel size: every image is resampled to it."""
@@ -106,6 +107,14 @@ def available_memory_bytes(*, sections_at_once: int = 1) -> int | None:
         candidates.append(parse_bytes(cap))
     known = [int(c) for c in candidates if c is not None]
     return min(known) if known else None
+
+
+def available_cpus() -> int | None:
+    """CPUs this process may run on: a container's or a SLURM job's share, not the host's (None: the OS does not say)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
 
 
 def parse_bytes(text: str) -> int:

@@ -48,7 +48,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -61,7 +60,7 @@ from skimage import measure, segmentation
 
 from .gcl import NoGCLFoundError, frame_from_gcl, gcl_from_nuclei
 from .io import Section, SectionReadError, section_from_arrays
-from .memory import MODEL_PIXEL_SIZE_UM, available_memory_bytes, count_memory_bytes, format_bytes
+from .memory import MODEL_PIXEL_SIZE_UM, available_cpus, available_memory_bytes, count_memory_bytes, format_bytes
 from .pipeline import CountSettings, SectionResult, count_section
 from .progress import CancelToken, ProgressCallback, report, sub_progress
 from .segment import load_engine
@@ -770,13 +769,9 @@ def _default_tile_workers() -> int:
         with contextlib.suppress(ValueError):
             distributed.get_worker()
             return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
     import torch
 
-    return max(1, cores // max(1, torch.get_num_threads()))
+    return max(1, (available_cpus() or 1) // max(1, torch.get_num_threads()))
 
 
 def _parallel_tiles(*, tile_bytes: float, budget_bytes: float | None, workers: int | None) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import __version__
 from .hashing import file_version_sha256
+from .memory import available_cpus
 from .section_folder import write_json
 from .segment import model_file
 from .vocabulary import KNOWN_MARKERS, kind_of_marker
@@ -147,7 +148,7 @@ def run_record(*, sheet: Sequence[Mapping], settings: Mapping, count_settings: M
         "cwd": cwd,
         "started": started,
         "finished": finished,
-        "host": {"cpu_count": os.cpu_count(), "cpus_available": _cpus_available(), "platform": platform.platform(),
+        "host": {"cpu_count": os.cpu_count(), "cpus_available": available_cpus(), "platform": platform.platform(),
                  "python_executable": sys.executable},
         "workers": workers,
         "scheduler": scheduler,
@@ -221,9 +222,3 @@ def _shell_join(command: Sequence[str]) -> str:
     return shlex.join([str(part) for part in command])
 
 
-def _cpus_available() -> int | None:
-    """CPUs this process may run on (a container's or a SLURM job's share), where the OS says."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count()
