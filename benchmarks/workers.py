@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -36,23 +37,12 @@ from pathlib import Path
 
 import psutil
 import torch
-from threadpoolctl import threadpool_limits
 
-from dcxcount.batch import StudySettings, plan_study, run_study
+from dcxcount.batch import StudySettings, _compute_threads, plan_study, run_study
 from dcxcount.io import read_section
+from dcxcount.memory import available_cpus
 from dcxcount.pipeline import count_section
 from dcxcount.synth import SynthParams, make_study
-
-
-@contextlib.contextmanager
-def _one_core():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _timed(sheet: Path, out: Path, *, workers: int, settings: StudySettings) -> dict:
@@ -103,8 +93,10 @@ def main() -> None:
     settings = StudySettings(section_interval=6, hemispheres=2)
     first = next((folder / "study").rglob("*.tif"))
     count_section(read_section(first))  # warm-up: models loaded, as for every section of a long study but the first
-    cores = len(os.sched_getaffinity(0))
-    configs = {"1 worker, 1 core": (1, _one_core), "serial": (1, contextlib.nullcontext),
+    cores = available_cpus() or 1
+    # One worker on one core: the pools held to one thread, as each of `cores` workers would have them.
+    one_core = functools.partial(_compute_threads, cores)
+    configs = {"1 worker, 1 core": (1, one_core), "serial": (1, contextlib.nullcontext),
                f"{args.workers} workers": (args.workers, contextlib.nullcontext)}
     rounds = []
     for round_ in range(args.rounds):
